@@ -1,0 +1,43 @@
+"""Experiment configuration: typed schema and strict YAML loading."""
+
+from medcls.config.loader import (
+    config_to_dict,
+    from_dict,
+    load_config,
+    parse_overrides,
+    save_config,
+)
+from medcls.config.schema import (
+    AugmentConfig,
+    DataConfig,
+    DemoDataConfig,
+    EarlyStoppingConfig,
+    ExperimentConfig,
+    IntensityConfig,
+    LossConfig,
+    ModelConfig,
+    OptimizerConfig,
+    PreprocessConfig,
+    SchedulerConfig,
+    TrainerConfig,
+)
+
+__all__ = [
+    "AugmentConfig",
+    "DataConfig",
+    "DemoDataConfig",
+    "EarlyStoppingConfig",
+    "ExperimentConfig",
+    "IntensityConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimizerConfig",
+    "PreprocessConfig",
+    "SchedulerConfig",
+    "TrainerConfig",
+    "config_to_dict",
+    "from_dict",
+    "load_config",
+    "parse_overrides",
+    "save_config",
+]
