@@ -15,7 +15,7 @@ from medcls import __version__
 from medcls.errors import MedclsError
 
 # sub-command name -> module under medcls.cli (order = order in --help)
-COMMANDS = ("train", "evaluate", "predict", "demo", "models", "profile", "data")
+COMMANDS = ("train", "evaluate", "predict", "explain", "demo", "models", "profile", "data")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +37,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_library_warnings() -> None:
+    """Silence import-time deprecation chatter of dependencies (not medcls's own warnings)."""
+    import warnings
+
+    warnings.filterwarnings(
+        "ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
+    _quiet_library_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
