@@ -45,9 +45,14 @@ class DataConfig:
 
     Attributes:
         source: ``demo-xray2d``, ``demo-petct3d`` (built-in synthetic sets), ``csv``
-            (a manifest: one column per modality holding a path) or ``folder``
-            (one sub-folder per class, optionally below ``train/ val/ test/``).
-        path: the manifest CSV or the root folder (not used by demo sources).
+            (a manifest: one column per modality holding a path), ``folder``
+            (one sub-folder per class, optionally below ``train/ val/ test/``),
+            ``medmnist`` (a MedMNIST ``.npz`` with ``train_images``/``train_labels``,
+            ``val_*``, ``test_*``) or ``chestxray14`` (the ChestX-ray14 label CSV
+            ``Data_Entry_2017.csv``).
+        path: the manifest CSV, root folder or ``.npz`` file (not used by demo sources).
+        image_dir: ``chestxray14`` only: the folder searched (recursively) for the
+            images the CSV names; ``None`` = the CSV's folder.
         modalities: manifest columns holding image paths, in the order the model
             sees them; ``None`` = the source's default (``[image]`` for folders).
         label_column: manifest column with the label (several labels of a
@@ -57,35 +62,56 @@ class DataConfig:
         mask_column: manifest column with a lesion mask (kept for explanations).
         split_column: manifest column with an official ``train``/``val``/``test``
             split; used when present in the file.
+        fold_column: manifest column with a cross-validation fold number (optional
+            in the file; used when ``fold`` is set).
         classes: class names in model-output order; ``None`` = sorted labels.
         task: ``auto`` (from the labels), ``binary``, ``multiclass``, ``multilabel``.
         val_fraction: share of patients for validation when no split is given.
         test_fraction: share of patients for testing when no split is given.
+        fold: cross-validation: the fold (``0 .. num_folds-1``) used for validation;
+            the test split stays the same for every fold. ``None`` = no folds.
+        num_folds: number of folds (stratified, grouped by patient) when ``fold`` is set.
         batch_size: samples per batch on each device.
         num_workers: data-loading worker processes.
         cache: ``memory`` keeps the deterministic part of preprocessing in RAM;
+            ``disk`` stores it in ``cache_dir`` (shared by processes and runs);
             ``none`` recomputes it every epoch.
+        cache_dir: folder of the disk cache; ``None`` = ``$MEDCLS_CACHE/preprocessed``
+            (``~/.cache/medcls/preprocessed``).
+        cache_key: what identifies an input file in the disk-cache key: ``stat``
+            (path, size and modification time) or ``content`` (a hash of its bytes).
         sampler: ``random`` (shuffled) or ``balanced`` (class-balanced sampling).
-        leakage: what a patient found in two splits does: ``error`` or ``warn``.
+        leakage: what a patient, or identical image content, found in two splits
+            does: ``error`` or ``warn``.
+        on_bad_case: what an unusable case (unreadable file, NaN, unknown label, ...)
+            does: ``error`` stops before training, ``skip`` leaves it out; both list
+            every such case.
         demo: parameters of the built-in synthetic sets.
     """
 
     source: str = "demo-xray2d"
     path: str | None = None
+    image_dir: str | None = None
     modalities: list[str] | None = None
     label_column: str = "label"
     patient_column: str = "patient_id"
     mask_column: str | None = "mask"
     split_column: str = "split"
+    fold_column: str = "fold"
     classes: list[str] | None = None
     task: Task = "auto"
     val_fraction: float = 0.15
     test_fraction: float = 0.15
+    fold: int | None = None
+    num_folds: int = 5
     batch_size: int = 32
     num_workers: int = 0
-    cache: Literal["memory", "none"] = "memory"
+    cache: Literal["memory", "disk", "none"] = "memory"
+    cache_dir: str | None = None
+    cache_key: Literal["stat", "content"] = "stat"
     sampler: Literal["random", "balanced"] = "random"
     leakage: Literal["error", "warn"] = "error"
+    on_bad_case: Literal["error", "skip"] = "error"
     demo: DemoDataConfig = field(default_factory=DemoDataConfig)
 
 
@@ -103,6 +129,13 @@ class IntensityConfig:
         lower: lower percentile for ``percentile``.
         upper: upper percentile for ``percentile``.
         clip: clip to ``[0, 1]`` after ``range``/``percentile`` scaling.
+        nonzero: ``zscore`` statistics over non-zero voxels only (MRI with a
+            zero background).
+        preset: a named setting that replaces ``mode``/``a_min``/``a_max``/``clip``:
+            CT windows ``ct_lung`` [-1000, 400] HU, ``ct_mediastinum`` [-160, 240],
+            ``ct_soft_tissue`` [-125, 225], ``ct_bone`` [-500, 1300], ``ct_brain``
+            [0, 80]; ``pet_suv`` (SUV 0..15 -> 0..1, not clipped); ``mri`` (z-score
+            over non-zero voxels).
     """
 
     mode: Literal["range", "percentile", "zscore", "none"] = "percentile"
@@ -111,20 +144,48 @@ class IntensityConfig:
     lower: float = 0.5
     upper: float = 99.5
     clip: bool = True
+    nonzero: bool = False
+    preset: str | None = None
 
 
 @dataclass
 class PreprocessConfig:
     """Deterministic preprocessing (computed once and cached).
 
+    The steps run in this order: modalities resampled onto the reference
+    modality's grid (3D), ``orientation``, ``spacing``, ``crop_foreground``,
+    intensity scaling, then ``spatial_size``.
+
     Attributes:
         spatial_size: target size of every image, ``[H, W]`` or ``[D, H, W]``;
             ``None`` keeps the files' size (which must then agree across cases).
+        size_mode: how ``spatial_size`` is reached: ``resize`` (interpolate) or
+            ``pad_crop`` (centred zero-padding and cropping, no interpolation).
+        spacing: resample to this voxel size (mm per spatial axis) using the
+            files' geometry; ``None`` keeps each file's spacing.
+        orientation: reorient 3D volumes to these axis codes (e.g. ``RAS``);
+            ``None`` keeps the stored voxel order.
+        reference_modality: 3D multimodal cases: the modality whose grid the others
+            are resampled onto, through their affines (PET onto CT);
+            ``None`` = the first modality.
+        crop_foreground: crop every modality to the bounding box of ``mask`` (the
+            case's mask file) or of a modality's voxels above
+            ``foreground_threshold``; ``None`` = no crop.
+        foreground_threshold: intensity (in file units, before scaling) above
+            which a voxel is foreground (e.g. -500 HU for the body in CT).
+        crop_margin: voxels kept around the foreground box.
         intensity: per-modality intensity scaling; a modality not listed gets
             the default :class:`IntensityConfig` (percentile scaling).
     """
 
     spatial_size: list[int] | None = None
+    size_mode: Literal["resize", "pad_crop"] = "resize"
+    spacing: list[float] | None = None
+    orientation: str | None = None
+    reference_modality: str | None = None
+    crop_foreground: str | None = None
+    foreground_threshold: float = 0.0
+    crop_margin: int = 0
     intensity: dict[str, IntensityConfig] = field(default_factory=dict)
 
 
@@ -143,8 +204,21 @@ class AugmentConfig:
         noise_std: standard deviation of additive Gaussian noise (after scaling).
         intensity_scale: largest relative intensity scaling (0.1 = 0.9x to 1.1x).
         intensity_shift: largest additive intensity shift.
+        elastic_prob: probability of a random elastic deformation.
+        elastic_magnitude: largest displacement of the elastic deformation, in voxels.
+        elastic_spacing: distance between the deformation's control points, in voxels.
+        blur_prob: probability of a Gaussian blur (per modality).
+        blur_sigma: largest blur sigma in voxels (drawn from ``[0.25, blur_sigma]``).
+        bias_field_prob: probability of a smooth multiplicative bias field (MRI).
+        bias_field_coeff: largest coefficient of the bias field's polynomial.
+        preset: ``ct``, ``mri`` or ``xray``: sensible values for every key left at
+            its default (see docs/data.md); ``none`` = the keys as given.
+        on_device: run flips, affine, intensity jitter and noise batched on the
+            training device after the batch is transferred (elastic, blur and bias
+            field stay in the loader workers).
     """
 
+    preset: Literal["none", "ct", "mri", "xray"] = "none"
     flip_prob: float = 0.0
     flip_axes: list[int] | None = None
     affine_prob: float = 0.0
@@ -154,6 +228,14 @@ class AugmentConfig:
     noise_std: float = 0.0
     intensity_scale: float = 0.0
     intensity_shift: float = 0.0
+    elastic_prob: float = 0.0
+    elastic_magnitude: float = 4.0
+    elastic_spacing: float = 16.0
+    blur_prob: float = 0.0
+    blur_sigma: float = 1.0
+    bias_field_prob: float = 0.0
+    bias_field_coeff: float = 0.1
+    on_device: bool = False
 
 
 @dataclass
@@ -180,15 +262,26 @@ class LossConfig:
 
     Attributes:
         name: ``auto`` (cross-entropy for single-label tasks, BCE for
-            multi-label), ``cross_entropy`` or ``bce``.
+            multi-label), ``cross_entropy``, ``bce``, ``focal`` (focal loss; sigmoid
+            focal for multi-label) or ``balanced_focal`` (LDTransformer's class-balanced
+            focal loss, single-label).
         label_smoothing: label smoothing for cross-entropy.
         class_weights: ``None``, ``balanced`` (inverse class frequency on the
-            training split) or one weight per class.
+            training split), ``class_balanced`` (effective number of samples with
+            ``beta``) or one weight per class.
+        gamma: focusing parameter of ``focal`` and ``balanced_focal`` (0 = cross-entropy).
+        alpha: ``focal`` only: one factor per class, or for a binary task the
+            positive-class factor ``a`` (negative class ``1 - a``); multi-label: the
+            weight of positive labels.
+        beta: ``beta`` of ``class_weights: class_balanced``, in ``[0, 1)``.
     """
 
-    name: Literal["auto", "cross_entropy", "bce"] = "auto"
+    name: Literal["auto", "cross_entropy", "bce", "focal", "balanced_focal"] = "auto"
     label_smoothing: float = 0.0
     class_weights: str | list[float] | None = None
+    gamma: float = 2.0
+    alpha: float | list[float] | None = None
+    beta: float = 0.999
 
 
 @dataclass

@@ -9,12 +9,36 @@ evaluation does not pad, so no sample is counted twice.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 from torch.utils.data import Sampler
 
-__all__ = ["EpochSampler"]
+__all__ = ["EpochSampler", "balanced_sample_weights"]
+
+
+def balanced_sample_weights(label_sets: Sequence[Sequence[str]]) -> list[float]:
+    """Per-case weights that make every class equally likely to be drawn.
+
+    A case weighs ``1 / n`` where ``n`` is the number of cases of its rarest class
+    (multi-label cases count for each of their classes); cases without a label
+    (``No Finding``) form a group of their own, so they are drawn as often as one
+    class rather than swamping the others.
+
+    Args:
+        label_sets: the labels of each case, in dataset order.
+
+    Returns:
+        One positive weight per case.
+    """
+    counts = Counter(label for labels in label_sets for label in labels)
+    unlabelled = sum(1 for labels in label_sets if not labels)
+    weights = []
+    for labels in label_sets:
+        n = min((counts[label] for label in labels), default=unlabelled)
+        weights.append(1.0 / max(1, n))
+    return weights
 
 
 class EpochSampler(Sampler[int]):

@@ -3,12 +3,19 @@
 A patient's cases always land in one split (or one fold). Official splits in the
 source are kept; when the source has ``train`` and ``test`` but no ``val``, the
 validation patients are drawn from ``train``.
+
+Cross-validation (``fold`` given): the test split is fixed first (the official
+one, or ``test_fraction`` of each class's patients drawn from the seed alone, so
+it is the same for every fold); the remaining patients are dealt into
+``num_folds`` stratified folds (or take the manifest's ``fold`` column), and fold
+``fold`` is the validation split.
 """
 
 from __future__ import annotations
 
 import csv
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +25,7 @@ from medcls.errors import DataError
 
 __all__ = [
     "assign_splits",
+    "check_content_leakage",
     "check_leakage",
     "grouped_stratified_folds",
     "read_splits",
@@ -62,24 +70,38 @@ def _draw(
 
 
 def assign_splits(
-    table: CaseTable, *, val_fraction: float, test_fraction: float, seed: int
+    table: CaseTable,
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    fold: int | None = None,
+    num_folds: int = 5,
 ) -> dict[str, str]:
     """Assign each case to ``train``, ``val`` or ``test``.
 
     Args:
         table: the cases.
         val_fraction: share of each class's patients for validation (when the
-            source has no ``val`` split).
+            source has no ``val`` split and no ``fold`` is given).
         test_fraction: share of each class's patients for testing (when the
             source has no ``test`` split).
         seed: the same seed gives the same split.
+        fold: cross-validation: the fold (``0 .. num_folds-1``) that is the
+            validation split; ``None`` = no cross-validation.
+        num_folds: number of folds when ``fold`` is given.
 
     Returns:
         case id -> split name.
 
     Raises:
-        DataError: a fraction is out of range or a split would be empty.
+        DataError: a fraction or fold is out of range, cases mix having and not
+            having an official split or fold, or a split would be empty.
     """
+    if fold is not None:
+        return _assign_fold(
+            table, test_fraction=test_fraction, seed=seed, fold=fold, num_folds=num_folds
+        )
     for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 <= value < 1.0:
             raise DataError(f"data.{name} must be in [0, 1), got {value}")
@@ -126,6 +148,63 @@ def assign_splits(
     return assignment
 
 
+def _assign_fold(
+    table: CaseTable, *, test_fraction: float, seed: int, fold: int, num_folds: int
+) -> dict[str, str]:
+    if num_folds < 2:
+        raise DataError(f"data.num_folds must be at least 2, got {num_folds}")
+    if not 0 <= fold < num_folds:
+        raise DataError(f"data.fold must be in 0..{num_folds - 1}, got {fold}")
+    if not 0.0 <= test_fraction < 1.0:
+        raise DataError(f"data.test_fraction must be in [0, 1), got {test_fraction}")
+    official = {c.split for c in table.cases if c.split}
+    assignment: dict[str, str] = {}
+    if "test" in official:
+        test_ids = {c.id for c in table.cases if c.split == "test"}
+    elif test_fraction > 0:
+        groups = _patient_groups(table.cases)
+        rng = np.random.default_rng(seed)
+        test_ids = set()
+        for patients in _strata(groups).values():
+            for patient, split in _draw(patients, {"test": test_fraction}, rng).items():
+                if split == "test":
+                    test_ids.update(c.id for c in groups[patient])
+    else:
+        test_ids = set()
+    pool = [c for c in table.cases if c.id not in test_ids]
+    given = [c for c in pool if c.fold is not None]
+    if given and len(given) != len(pool):
+        bad = next(c for c in pool if c.fold is None)
+        raise DataError(
+            f"{len(pool) - len(given)} case(s) have no fold while others do (e.g. {bad.id!r}); "
+            "give every case a fold or none",
+            path=table.source,
+        )
+    if given:
+        outside = sorted({c.fold for c in given if c.fold >= num_folds})
+        if outside:
+            raise DataError(
+                f"fold column has fold(s) {outside} but data.num_folds is {num_folds}",
+                path=table.source,
+            )
+        fold_of = {c.id: c.fold for c in pool}
+    else:
+        fold_of = _deal_folds(pool, num_folds, np.random.default_rng([seed, 1]))
+    for case in table.cases:
+        if case.id in test_ids:
+            assignment[case.id] = "test"
+        else:
+            assignment[case.id] = "val" if fold_of[case.id] == fold else "train"
+    for split in ("train", "val"):
+        if split not in assignment.values():
+            raise DataError(
+                f"the {split!r} split of fold {fold} is empty ({len(pool)} cases outside the "
+                "test split); use fewer folds or more data",
+                path=table.source,
+            )
+    return assignment
+
+
 def grouped_stratified_folds(table: CaseTable, *, folds: int, seed: int) -> dict[str, int]:
     """Assign each case to one of ``folds`` folds, stratified by class, grouped by patient.
 
@@ -137,8 +216,11 @@ def grouped_stratified_folds(table: CaseTable, *, folds: int, seed: int) -> dict
     """
     if folds < 2:
         raise DataError(f"folds must be at least 2, got {folds}")
-    rng = np.random.default_rng(seed)
-    groups = _patient_groups(table.cases)
+    return _deal_folds(table.cases, folds, np.random.default_rng(seed))
+
+
+def _deal_folds(cases: list[Case], folds: int, rng: np.random.Generator) -> dict[str, int]:
+    groups = _patient_groups(cases)
     sizes = [0] * folds
     fold_of: dict[str, int] = {}
     for patients in _strata(groups).values():
@@ -148,7 +230,7 @@ def grouped_stratified_folds(table: CaseTable, *, folds: int, seed: int) -> dict
             fold = (start + k) % folds
             fold_of[patient] = fold
             sizes[fold] += len(groups[patient])
-    return {case.id: fold_of[pid] for pid, cases in groups.items() for case in cases}
+    return {case.id: fold_of[pid] for pid, members in groups.items() for case in members}
 
 
 def check_leakage(table: CaseTable, assignment: dict[str, str]) -> list[str]:
@@ -165,6 +247,37 @@ def check_leakage(table: CaseTable, assignment: dict[str, str]) -> list[str]:
         for pid, splits in sorted(splits_of.items())
         if len(splits) > 1
     ]
+
+
+def check_content_leakage(
+    hashes: Mapping[str, Mapping[str, str]], assignment: Mapping[str, str]
+) -> list[str]:
+    """Identical image content in more than one split.
+
+    Args:
+        hashes: case id -> {modality: content hash of its image}.
+        assignment: case id -> split.
+
+    Returns:
+        Messages, one per image content found in several splits (empty when none),
+        naming the cases and their splits.
+    """
+    where: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+    for case_id, by_modality in hashes.items():
+        if case_id not in assignment:
+            continue
+        for modality, digest in by_modality.items():
+            where[digest].append((assignment[case_id], case_id, modality))
+    messages = []
+    for entries in where.values():
+        splits = sorted({split for split, _, _ in entries})
+        if len(splits) > 1:
+            shown = ", ".join(
+                f"{cid!r} ({split}, {mod})" for split, cid, mod in sorted(entries)[:4]
+            )
+            more = f" and {len(entries) - 4} more" if len(entries) > 4 else ""
+            messages.append(f"identical image content in splits {splits}: {shown}{more}")
+    return sorted(messages)
 
 
 def write_splits(table: CaseTable, assignment: dict[str, str], path: str | Path) -> Path:

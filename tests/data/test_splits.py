@@ -95,3 +95,96 @@ def test_bad_fractions_are_errors():
         assign_splits(table, val_fraction=1.2, test_fraction=0.1, seed=0)
     with pytest.raises(DataError, match="below 1"):
         assign_splits(table, val_fraction=0.5, test_fraction=0.5, seed=0)
+
+
+# patients: (label, number of cases, official split or None); classes imbalanced
+official_lists = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "a", "a", "b"]),
+        st.integers(1, 4),
+        st.sampled_from(["train", "train", "train", "val", "test"]),
+    ),
+    min_size=15,
+    max_size=60,
+)
+
+
+def _official_table(rows, with_val: bool) -> CaseTable:
+    cases = []
+    for i, (label, n, split) in enumerate(rows):
+        if split == "val" and not with_val:
+            split = "train"
+        cases += [
+            Case(f"p{i}-{k}", {"image": f"p{i}-{k}.png"}, (label,), f"p{i}", split)
+            for k in range(n)
+        ]
+    return CaseTable(cases, ["a", "b"], "binary", ["image"])
+
+
+@settings(max_examples=50, deadline=None)
+@given(official_lists, st.booleans(), st.integers(0, 2**16))
+def test_official_splits_are_kept_and_never_leak(rows, with_val, seed):
+    table = _official_table(rows, with_val)
+    try:
+        assignment = assign_splits(table, val_fraction=0.2, test_fraction=0.2, seed=seed)
+    except DataError as exc:
+        assert "split is empty" in str(exc)
+        return
+    assert check_leakage(table, assignment) == []
+    official = {c.split for c in table.cases}
+    drawn = {"train"} | ({"val", "test"} - official)  # splits the source lacks come from train
+    for case in table.cases:
+        if case.split in ("val", "test"):
+            assert assignment[case.id] == case.split
+        else:
+            assert assignment[case.id] in drawn
+
+
+@settings(max_examples=50, deadline=None)
+@given(patient_lists, st.integers(2, 5), st.data(), st.floats(0.0, 0.3), st.integers(0, 2**16))
+def test_cross_validation_folds_never_leak_and_share_one_test_split(patients, k, data, test, seed):
+    table = _table(patients)
+    fold = data.draw(st.integers(0, k - 1))
+    try:
+        assignment = assign_splits(
+            table, val_fraction=0.2, test_fraction=test, seed=seed, fold=fold, num_folds=k
+        )
+    except DataError as exc:
+        assert "is empty" in str(exc)
+        return
+    assert check_leakage(table, assignment) == []
+    test_ids = {i for i, s in assignment.items() if s == "test"}
+    vals = set()
+    for other in range(k):
+        try:
+            again = assign_splits(
+                table, val_fraction=0.2, test_fraction=test, seed=seed, fold=other, num_folds=k
+            )
+        except DataError:
+            continue
+        assert {i for i, s in again.items() if s == "test"} == test_ids
+        fold_val = {i for i, s in again.items() if s == "val"}
+        assert not fold_val & vals  # folds are disjoint
+        vals |= fold_val
+
+
+def test_official_fold_column_is_used_and_checked():
+    cases = [Case(f"c{i}", {"image": "x"}, ("ab"[i % 2],), f"p{i}", fold=i % 3) for i in range(12)]
+    table = CaseTable(cases, ["a", "b"], "binary", ["image"])
+    assignment = assign_splits(
+        table, val_fraction=0.2, test_fraction=0.0, seed=0, fold=1, num_folds=3
+    )
+    assert {c.id for c in cases if c.fold == 1} == {i for i, s in assignment.items() if s == "val"}
+    with pytest.raises(DataError, match="fold column has fold"):
+        assign_splits(table, val_fraction=0.2, test_fraction=0.0, seed=0, fold=0, num_folds=2)
+    with pytest.raises(DataError, match=r"data\.fold must be in 0\.\.2"):
+        assign_splits(table, val_fraction=0.2, test_fraction=0.0, seed=0, fold=3, num_folds=3)
+    leaky = [
+        Case("x0", {"image": "x"}, ("a",), "same", fold=0),
+        Case("x1", {"image": "x"}, ("b",), "same", fold=1),
+    ]
+    table = CaseTable(cases + leaky, ["a", "b"], "binary", ["image"])
+    assignment = assign_splits(
+        table, val_fraction=0.2, test_fraction=0.0, seed=0, fold=0, num_folds=3
+    )
+    assert check_leakage(table, assignment) == ["patient 'same' is in splits ['train', 'val']"]
