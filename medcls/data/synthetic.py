@@ -177,7 +177,10 @@ DEMO_DATASETS: dict[str, DemoSpec] = {
             ("malignant_suv", 5.5),  # median SUVmax of malignant lesions
             ("suv_spread", 0.3),  # log-normal sigma of SUVmax in each class
             ("heart_suv_max", 6.0),  # myocardial uptake is drawn up to this SUV
-            ("pet_scale_spread", 0.15),  # log-normal sigma of a per-scan SUV scale (uptake time, calibration)
+            (
+                "pet_scale_spread",
+                0.15,
+            ),  # log-normal sigma of a per-scan SUV scale (uptake time, calibration)
             ("ct_noise_hu", 20.0),  # std of CT noise in HU
         ),
     ),
