@@ -232,7 +232,7 @@ def train(
     from medcls.data.datamodule import ClassificationDataModule
     from medcls.engine.callbacks import EpochSummary, RunCheckpoint
     from medcls.engine.checkpoint import safe_torch_load, save_weights
-    from medcls.engine.losses import balanced_class_weights, build_loss
+    from medcls.engine.losses import build_loss, resolve_class_weights
     from medcls.engine.module import ClassificationModule, seed_all
     from medcls.progress import console
 
@@ -258,16 +258,8 @@ def train(
         pretrained=cfg.model.pretrained,
         checkpoint_path=cfg.model.checkpoint_path,
     )
-    weights = cfg.loss.class_weights
-    if weights == "balanced":
-        counts = dm.class_counts("train")
-        weights = balanced_class_weights([counts[c] for c in dm.classes])
-    elif isinstance(weights, str):
-        raise ConfigError(f"loss.class_weights: expected 'balanced' or a list, got {weights!r}")
-    elif weights is not None and len(weights) != len(dm.classes):
-        raise ConfigError(
-            f"loss.class_weights: {len(weights)} weights for {len(dm.classes)} classes {dm.classes}"
-        )
+    counts = dm.class_counts("train")
+    weights = resolve_class_weights(cfg.loss, [counts[c] for c in dm.classes])
     cuda = _cuda_wanted(cfg.trainer.accelerator)
     channels_last = _switch(cfg.trainer.channels_last, cuda)
     if channels_last:
