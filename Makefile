@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-slow lint format zoo-check clean
+.PHONY: install browser demo test test-slow lint format zoo-check clean
 
 # (re)install when the dependency list changes
 $(STAMP): pyproject.toml
@@ -15,10 +15,21 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Headless Chromium renders the HTML report in the report tests (Debian's package).
+# Installed when missing and this user may (root, or passwordless sudo); otherwise
+# those tests are skipped with a message saying how to install it.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	{ if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else \
+	  echo "note: Chromium is missing and cannot be installed without root; the report-rendering tests will be skipped (apt-get install -y chromium)"; exit 0; fi; \
+	  command -v apt-get >/dev/null 2>&1 || { echo "note: no apt-get; install Chromium to run the report-rendering tests"; exit 0; }; \
+	  echo "installing Chromium (Debian package) for the report-rendering tests"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
 demo: install
 	$(BIN)/medcls demo
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest -q
 
 test-slow: install

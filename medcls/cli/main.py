@@ -15,7 +15,18 @@ from medcls import __version__
 from medcls.errors import MedclsError
 
 # sub-command name -> module under medcls.cli (order = order in --help)
-COMMANDS = ("train", "evaluate", "predict", "explain", "demo", "models", "profile", "data")
+COMMANDS = (
+    "train",
+    "evaluate",
+    "predict",
+    "explain",
+    "demo",
+    "models",
+    "profile",
+    "data",
+    "benchmark",
+    "report",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
