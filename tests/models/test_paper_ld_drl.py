@@ -237,3 +237,9 @@ def test_stages_from_yaml_mappings_and_clear_errors():
         create_model(
             "ldtransformer_s", in_chans=1, num_classes=2, stages=[{**stages[0], "width": 6}]
         )
+
+
+def test_ldtransformer_static_ablation_has_no_per_sample_kernels():
+    model = create_model("ldtransformer_tiny", in_chans=1, num_classes=2, dynamic=False)
+    assert not any(isinstance(m, DynamicConv) for m in model.modules())
+    assert model(torch.randn(2, 1, 32, 32)).shape == (2, 2)

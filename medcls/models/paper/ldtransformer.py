@@ -100,7 +100,8 @@ class LDLocalBlock(nn.Module):
 
     1x1 compression of the concatenated input, a depthwise :class:`DirectionalConv`
     whose kernels are dedicated to each sample (``num_chunks`` chunks with their own
-    expert mixture), and a 1x1 channel mixer that fuses the chunks.
+    expert mixture), and a 1x1 channel mixer that fuses the chunks. ``dynamic=False``
+    uses static kernels instead (the ablation without per-sample kernels).
 
     Shapes: ``(B, in_chans, *spatial)`` -> ``(B, out_chans, *spatial)``.
     """
@@ -116,6 +117,7 @@ class LDLocalBlock(nn.Module):
         num_experts: int = 4,
         num_chunks: int = 4,
         act: str = "relu",
+        dynamic: bool = True,
     ) -> None:
         super().__init__()
         self.compress = ConvNormAct(spatial_dims, in_chans, width, 1, act=act)
@@ -126,7 +128,7 @@ class LDLocalBlock(nn.Module):
             kernel_size=kernel_size,
             dilation=dilation,
             groups=width,
-            dynamic=True,
+            dynamic=dynamic,
             num_experts=num_experts,
             num_chunks=num_chunks,
         )
@@ -198,6 +200,7 @@ class LDDenseStage(nn.Module):
         num_chunks: int,
         mlp_ratio: float,
         act: str,
+        dynamic: bool = True,
     ) -> None:
         super().__init__()
         blocks: list[nn.Module] = []
@@ -214,6 +217,7 @@ class LDDenseStage(nn.Module):
                     num_experts=num_experts,
                     num_chunks=num_chunks,
                     act=act,
+                    dynamic=dynamic,
                 )
             )
             chans += cfg.growth
@@ -280,6 +284,8 @@ class LDTransformer(nn.Module):
         num_chunks: channel chunks with their own mixture in the local blocks.
         mlp_ratio: Transformer MLP width / attention width.
         act: convolution activation.
+        dynamic: per-sample kernels in the local blocks (False: static kernels, the
+            ablation of the lightweight convolution).
         drop_rate: dropout before the classifier.
     """
 
@@ -297,6 +303,7 @@ class LDTransformer(nn.Module):
         num_chunks: int = 4,
         mlp_ratio: float = 2.0,
         act: str = "relu",
+        dynamic: bool = True,
         drop_rate: float = 0.0,
     ) -> None:
         super().__init__()
@@ -329,6 +336,7 @@ class LDTransformer(nn.Module):
                 num_chunks=num_chunks,
                 mlp_ratio=mlp_ratio,
                 act=act,
+                dynamic=dynamic,
             )
             layers.append(stage)
             chans = stage.out_chans
