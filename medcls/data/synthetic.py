@@ -156,9 +156,14 @@ DEMO_DATASETS: dict[str, DemoSpec] = {
         followup_fraction=0.15,
         params=(
             ("opacity_contrast", 0.25),  # peak density added by an opacity (soft tissue = 1)
+            ("opacity_grain", 0.7),  # grain of the opacities' mottled texture, in pixels at 64²
             ("lower_zone_prob", 0.75),  # share of opacities centred in the lower lung fields
-            ("granuloma_rate", 0.8),  # mean number of calcified dots per image (both classes)
-            ("breast_shadow_prob", 0.45),  # share of patients with lower-zone soft-tissue shadows
+            # confounders, more frequent in the normal class so that the brightness of
+            # the lower lung fields alone does not tell the classes apart
+            ("granuloma_rate_normal", 1.2),  # mean number of calcified dots per image
+            ("granuloma_rate_pneumonia", 0.5),
+            ("breast_shadow_prob_normal", 0.7),  # lower-zone soft-tissue shadows
+            ("breast_shadow_prob_pneumonia", 0.25),
             ("noise", 0.025),  # std of the quantum noise, in display units
         ),
     ),
@@ -173,8 +178,8 @@ DEMO_DATASETS: dict[str, DemoSpec] = {
         followup_fraction=0.1,
         params=(
             ("fov_mm", 384.0),  # in-plane field of view (x, y); z covers 2/3 of it
-            ("benign_suv", 1.6),  # median SUVmax of benign lesions
-            ("malignant_suv", 5.5),  # median SUVmax of malignant lesions
+            ("benign_suv", 1.5),  # median SUVmax of benign lesions
+            ("malignant_suv", 6.0),  # median SUVmax of malignant lesions
             ("suv_spread", 0.3),  # log-normal sigma of SUVmax in each class
             ("heart_suv_max", 6.0),  # myocardial uptake is drawn up to this SUV
             (
@@ -182,6 +187,10 @@ DEMO_DATASETS: dict[str, DemoSpec] = {
                 0.15,
             ),  # log-normal sigma of a per-scan SUV scale (uptake time, calibration)
             ("ct_noise_hu", 20.0),  # std of CT noise in HU
+            # share of patients with inflammatory patches, by class (benign lesions are
+            # often inflammatory, with inflamed lung around them)
+            ("inflammation_prob_benign", 0.9),
+            ("inflammation_prob_malignant", 0.25),
         ),
     ),
 }
@@ -571,7 +580,7 @@ def _prepare_out_dir(out_dir: str | Path) -> Path:
 # --------------------------------------------------------------------------- demo-xray2d
 
 
-def _xray_anatomy(rng: np.random.Generator, spec: DemoSpec) -> dict[str, Any]:
+def _xray_anatomy(rng: np.random.Generator, spec: DemoSpec, label: int) -> dict[str, Any]:
     """Random patient anatomy in normalised patient coordinates (x right, y down, [-1, 1])."""
     body_a = rng.uniform(0.88, 1.02)
     lungs = []
@@ -610,7 +619,8 @@ def _xray_anatomy(rng: np.random.Generator, spec: DemoSpec) -> dict[str, Any]:
                 )
             )
     granulomas = []
-    for _ in range(rng.poisson(spec.param("granuloma_rate"))):
+    cls = spec.class_names[label]
+    for _ in range(rng.poisson(spec.param(f"granuloma_rate_{cls}"))):
         granulomas.append(
             (
                 rng.uniform(-0.6, 0.6),
@@ -620,7 +630,7 @@ def _xray_anatomy(rng: np.random.Generator, spec: DemoSpec) -> dict[str, Any]:
             )
         )
     breast = None
-    if rng.random() < spec.param("breast_shadow_prob"):
+    if rng.random() < spec.param(f"breast_shadow_prob_{cls}"):
         breast = (rng.uniform(0.28, 0.45), rng.uniform(0.30, 0.50), rng.uniform(0.06, 0.14))
     return {
         "body_a": body_a,
@@ -763,7 +773,7 @@ def _render_xray(
             v = -sa_ * (X - cx) + ca * (Y - cy)
             opacity += weight * np.exp(-0.5 * ((u / sa) ** 2 + (v / sb) ** 2))
         # patchy, mottled (alveolar) texture
-        texture = _smooth_noise(rng, X.shape, sigma=0.7 * size / 64.0)
+        texture = _smooth_noise(rng, X.shape, sigma=spec.param("opacity_grain") * size / 64.0)
         envelope = np.clip(opacity, 0.0, 1.0) * lung
         opacity = envelope * np.clip(0.5 + 0.7 * texture, 0.0, 1.8)
         density += lesion["amp"] * opacity
@@ -817,7 +827,7 @@ def generate_demo_xray2d(
     rows = []
     for case in _progress_iter(cases, progress, "generating demo-xray2d"):
         prng = _rng(seed, _PATIENT, case.patient)
-        anat = _xray_anatomy(prng, spec)
+        anat = _xray_anatomy(prng, spec, case.label)
         lesion = _xray_lesion(prng, anat, spec) if case.label == 1 else None
         image, mask = _render_xray(anat, lesion, _rng(seed, _VISIT, case.index), spec.size, spec)
         cid = _case_id("cxr", case.index)
@@ -914,15 +924,7 @@ def _petct_lesion(
     malignant ones mostly lobulated/spiculated with high heterogeneous uptake.
     Each trait is drawn with overlapping class-conditional distributions.
     """
-    from scipy.ndimage import binary_erosion
-
-    grid = np.linspace(-1, 1, 40)
-    X, Y, Z = np.meshgrid(grid, grid, grid, indexing="ij")
-    inside = binary_erosion(_petct_lung_field(X, Y, Z, anat) > 0.5, iterations=3)
-    if not inside.any():
-        inside = _petct_lung_field(X, Y, Z, anat) > 0.5
-    idx = np.argwhere(inside)[rng.integers(int(inside.sum()))]
-    center = grid[idx] + rng.uniform(-0.025, 0.025, size=3)
+    center = _point_in_lung(rng, anat)
     malignant = label == 1
     # malignant lesions gain volume from lobes and spicules: a smaller base radius
     # keeps the lesion volume (a linear cue) about equal between the classes
@@ -949,6 +951,45 @@ def _petct_lesion(
         "calcified": (not malignant) and rng.random() < 0.25,
         "hu": rng.uniform(10, 50),
     }
+
+
+def _point_in_lung(rng: np.random.Generator, anat: dict[str, Any]) -> np.ndarray:
+    """A random point at least ~0.1 (normalised units) inside a lung."""
+    from scipy.ndimage import binary_erosion
+
+    grid = np.linspace(-1, 1, 40)
+    X, Y, Z = np.meshgrid(grid, grid, grid, indexing="ij")
+    lung = _petct_lung_field(X, Y, Z, anat) > 0.5
+    inside = binary_erosion(lung, iterations=2)
+    inside = inside if inside.any() else lung
+    idx = np.argwhere(inside)[rng.integers(int(inside.sum()))]
+    return grid[idx] + rng.uniform(-0.025, 0.025, size=3)
+
+
+def _petct_inflammation(
+    rng: np.random.Generator, anat: dict[str, Any], label: int, spec: DemoSpec
+) -> list[dict[str, Any]]:
+    """Inflammatory patches: faint ground glass with mild, diffuse uptake.
+
+    They are more frequent beside benign lesions (often inflammatory themselves).
+    The tracer a patch holds is of the order of the extra tracer of a malignant
+    lesion, spread over a larger volume at a lower SUV: the total uptake of the
+    lungs (a linear cue) then says little about the class, while the peak uptake
+    and the shape of the lesion still do.
+    """
+    prob = spec.param("inflammation_prob_malignant" if label else "inflammation_prob_benign")
+    patches = []
+    if rng.random() < prob:
+        for _ in range(1 + int(rng.random() < 0.3)):
+            patches.append(
+                {
+                    "center": _point_in_lung(rng, anat),
+                    "radii": rng.uniform(0.14, 0.28, size=3),
+                    "suv": rng.uniform(1.0, 2.0),
+                    "hu": rng.uniform(100, 250),
+                }
+            )
+    return patches
 
 
 def _unit(rng: np.random.Generator) -> np.ndarray:
@@ -1025,6 +1066,15 @@ def _render_petct(
         solid = np.maximum(solid, np.clip(spic, 0.0, 1.0))
     mask = solid > 0.5
 
+    # inflammatory patches (ground glass, mild uptake), inside the lungs only
+    inflam_hu = np.zeros_like(X)
+    inflam_suv = np.zeros_like(X)
+    for patch in lesion.get("inflammation", ()):
+        blob = _ellipsoid(coords, patch["center"], patch["radii"], edge=0.25) * lung
+        blob = blob * np.clip(0.75 + 0.35 * _smooth_noise(rng, X.shape, 1.0), 0.2, 1.4)
+        inflam_hu += patch["hu"] * blob
+        inflam_suv += (patch["suv"] - 0.35) * blob
+
     # CT in Hounsfield units
     hu = np.full(X.shape, -1000.0)
     hu = hu + body * (1000.0 - 100.0)  # subcutaneous fat
@@ -1033,6 +1083,7 @@ def _render_petct(
     hu = hu + vessels * 880.0
     hu = hu + heart * 0.0 + liver * 20.0
     hu = hu + spine * 450.0 + ribs * 500.0 * inner
+    hu = hu + inflam_hu
     hu = hu * (1.0 - solid) + solid * lesion["hu"]
     if lesion["calcified"]:
         hu += 500.0 * _ellipsoid(coords, lesion["center"], (0.4 * lesion["radius"],) * 3, edge=0.1)
@@ -1042,7 +1093,7 @@ def _render_petct(
 
     # PET (SUV): physiological background, blurred, with noise
     suv = anat["background_suv"] * inner + 0.3 * (body - inner)
-    suv = suv * (1.0 - lung) + 0.35 * lung
+    suv = suv * (1.0 - lung) + 0.35 * lung + inflam_suv
     myocardium = np.clip(heart - blood, 0.0, 1.0)
     suv += myocardium * rng.uniform(0.5, spec.param("heart_suv_max"))
     suv += (blood + aorta * inner) * 1.0
@@ -1113,6 +1164,7 @@ def generate_demo_petct3d(
         prng = _rng(seed, _PATIENT, case.patient)
         anat = _petct_anatomy(prng, spec)
         lesion = _petct_lesion(prng, anat, case.label, spec)
+        lesion["inflammation"] = _petct_inflammation(prng, anat, case.label, spec)
         ct, pet, mask = _render_petct(anat, lesion, _rng(seed, _VISIT, case.index), spec.size, spec)
         cid = _case_id("pc", case.index)
         row = {}
