@@ -1,4 +1,4 @@
-"""``medcls report FOLDER``: rebuild a benchmark's tables, figures and report.html."""
+"""``medcls report FOLDER``: rebuild the report.html of a benchmark or of one run."""
 
 from __future__ import annotations
 
@@ -10,12 +10,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
     parser = subparsers.add_parser(
         "report",
-        help="rebuild a benchmark's tables, figures and HTML report from its saved runs",
+        help="rebuild the HTML report of a benchmark folder or of one training run",
         description="Summarise the finished runs of a benchmark folder again (also a partial "
         "one) and rewrite results/, figures/ and report.html. Options not given keep the "
-        "values the benchmark was started with.",
+        "values the benchmark was started with. Given a run folder of medcls train, "
+        "(re)writes that run's report.html (metrics, curves, heatmaps).",
     )
-    parser.add_argument("folder", help="a folder written by medcls benchmark")
+    parser.add_argument(
+        "folder", help="a folder written by medcls benchmark, or a run folder of medcls train"
+    )
     parser.add_argument(
         "--no-heatmaps", action="store_true", help="skip the heatmap grid (needs no model loading)"
     )
@@ -31,6 +34,14 @@ def run(args: argparse.Namespace) -> int:
     def log(text: str) -> None:
         console().print(text, highlight=False, soft_wrap=True)
 
+    from pathlib import Path
+
+    if (Path(args.folder) / "metrics.json").is_file():  # one training run
+        from medcls.reports.run_report import build_run_report
+
+        path = build_run_report(args.folder, heatmaps=not args.no_heatmaps, log=log)
+        console().print(f"Report: [bold]{path}[/bold]", highlight=False)
+        return 0
     options = report_options(args)
     files = build_report(
         args.folder, options=options or None, heatmaps=not args.no_heatmaps, log=log
