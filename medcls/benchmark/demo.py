@@ -22,11 +22,10 @@ DEMO_MODELS = (
     "timm:mobilevit_xxs{label: MobileViT-XXS (hybrid)}",
     "ldtransformer_tiny{label: LDTransformer-tiny (paper)}",
 )
-"""A CNN, a CNN-Transformer hybrid and a paper model, all quick on a CPU at 64x64."""
+"""A CNN, a CNN-Transformer hybrid and a paper model, all quick on a CPU at 96x96."""
 
 DEMO_OVERRIDES = ("trainer.max_epochs=6",)
-"""The single-model demo's data (800 cases at 64x64) with fewer epochs: nine runs. At
-32x32 or with 400 cases the CNN stays near chance within the budget (measured)."""
+"""The single-model demo's data (800 cases at 96x96) with half its epochs: nine runs."""
 
 
 def demo_benchmark(

@@ -63,6 +63,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         self.report: DataReport | None = None
         self.spatial_dims: int | None = None
         self.in_chans: int | None = None
+        self.modality_chans: dict[str, int] | None = None
         self.spatial_size: list[int] | None = None
         self.device_augment: BatchAugment | None = None
         self._ready = False
@@ -279,7 +280,8 @@ class ClassificationDataModule(pl.LightningDataModule):
         if not good:
             return
         shapes = good[0].output_shape
-        self.in_chans = sum(shapes[m][0] for m in self.table.modalities)
+        self.modality_chans = {m: int(shapes[m][0]) for m in self.table.modalities}
+        self.in_chans = sum(self.modality_chans.values())
         self.spatial_size = list(shapes[self.table.modalities[0]][1:])
 
     def _drop(self, skipped: list[CaseProblem]) -> None:
@@ -351,14 +353,19 @@ class ClassificationDataModule(pl.LightningDataModule):
             pad=train,
         )
         workers = self.cfg.data.num_workers
+        batch = self.cfg.data.batch_size
+        # A training batch of one sample cannot be normalised by BatchNorm when the
+        # features are 1x1(x1) (it raises mid-epoch): drop such a last batch. The
+        # sample order changes every epoch, so no case is left out for good.
+        single = train and len(sampler) > batch and len(sampler) % batch == 1
         return DataLoader(
             dataset,
-            batch_size=self.cfg.data.batch_size,
+            batch_size=batch,
             sampler=sampler,
             num_workers=workers,
             persistent_workers=False,
             pin_memory=False,
-            drop_last=False,
+            drop_last=single,
         )
 
     def train_dataloader(self) -> DataLoader:

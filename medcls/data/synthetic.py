@@ -58,7 +58,7 @@ __all__ = [
 
 #: Bumped whenever a change to the generators changes the files they write, so
 #: that a cache written by an older version is never read as the current one.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 _MANIFEST = "manifest.csv"
 _INFO = "dataset.json"
@@ -152,18 +152,18 @@ DEMO_DATASETS: dict[str, DemoSpec] = {
         modalities=("image",),
         class_names=("normal", "pneumonia"),
         num_cases=800,
-        size=64,
+        size=96,
         followup_fraction=0.15,
         params=(
-            ("opacity_contrast", 0.25),  # peak density added by an opacity (soft tissue = 1)
+            ("opacity_contrast", 0.3),  # peak density added by an opacity (soft tissue = 1)
+            ("opacity_size_min", 0.09),  # blob-cluster radius, normalised (1 = half the image)
+            ("opacity_size_max", 0.18),
             ("opacity_grain", 0.7),  # grain of the opacities' mottled texture, in pixels at 64²
             ("lower_zone_prob", 0.75),  # share of opacities centred in the lower lung fields
-            # confounders, more frequent in the normal class so that the brightness of
-            # the lower lung fields alone does not tell the classes apart
-            ("granuloma_rate_normal", 1.2),  # mean number of calcified dots per image
-            ("granuloma_rate_pneumonia", 0.5),
-            ("breast_shadow_prob_normal", 0.7),  # lower-zone soft-tissue shadows
-            ("breast_shadow_prob_pneumonia", 0.25),
+            # confounders, equally frequent in both classes: bright spots and lower-zone
+            # shadows that are not opacities (a model that uses them gains nothing)
+            ("granuloma_rate", 1.0),  # mean number of calcified dots per image
+            ("breast_shadow_prob", 0.5),  # share of patients with lower-zone soft-tissue shadows
             ("noise", 0.025),  # std of the quantum noise, in display units
         ),
     ),
@@ -181,7 +181,7 @@ DEMO_DATASETS: dict[str, DemoSpec] = {
             ("benign_suv", 1.5),  # median SUVmax of benign lesions
             ("malignant_suv", 6.0),  # median SUVmax of malignant lesions
             ("suv_spread", 0.3),  # log-normal sigma of SUVmax in each class
-            ("heart_suv_max", 6.0),  # myocardial uptake is drawn up to this SUV
+            ("heart_suv_max", 3.5),  # myocardial uptake is drawn up to this SUV
             (
                 "pet_scale_spread",
                 0.15,
@@ -189,8 +189,8 @@ DEMO_DATASETS: dict[str, DemoSpec] = {
             ("ct_noise_hu", 20.0),  # std of CT noise in HU
             # share of patients with inflammatory patches, by class (benign lesions are
             # often inflammatory, with inflamed lung around them)
-            ("inflammation_prob_benign", 0.9),
-            ("inflammation_prob_malignant", 0.25),
+            ("inflammation_prob_benign", 0.5),
+            ("inflammation_prob_malignant", 0.5),
         ),
     ),
 }
@@ -580,7 +580,7 @@ def _prepare_out_dir(out_dir: str | Path) -> Path:
 # --------------------------------------------------------------------------- demo-xray2d
 
 
-def _xray_anatomy(rng: np.random.Generator, spec: DemoSpec, label: int) -> dict[str, Any]:
+def _xray_anatomy(rng: np.random.Generator, spec: DemoSpec) -> dict[str, Any]:
     """Random patient anatomy in normalised patient coordinates (x right, y down, [-1, 1])."""
     body_a = rng.uniform(0.88, 1.02)
     lungs = []
@@ -619,8 +619,7 @@ def _xray_anatomy(rng: np.random.Generator, spec: DemoSpec, label: int) -> dict[
                 )
             )
     granulomas = []
-    cls = spec.class_names[label]
-    for _ in range(rng.poisson(spec.param(f"granuloma_rate_{cls}"))):
+    for _ in range(rng.poisson(spec.param("granuloma_rate"))):
         granulomas.append(
             (
                 rng.uniform(-0.6, 0.6),
@@ -630,7 +629,7 @@ def _xray_anatomy(rng: np.random.Generator, spec: DemoSpec, label: int) -> dict[
             )
         )
     breast = None
-    if rng.random() < spec.param(f"breast_shadow_prob_{cls}"):
+    if rng.random() < spec.param("breast_shadow_prob"):
         breast = (rng.uniform(0.28, 0.45), rng.uniform(0.30, 0.50), rng.uniform(0.06, 0.14))
     return {
         "body_a": body_a,
@@ -686,7 +685,7 @@ def _xray_lesion(rng: np.random.Generator, anat: dict[str, Any], spec: DemoSpec)
     ys, xs = np.nonzero(zone)
     k = rng.integers(len(xs))
     center = np.array([grid[xs[k]], grid[ys[k]]])
-    size = rng.uniform(0.07, 0.16)
+    size = rng.uniform(spec.param("opacity_size_min"), spec.param("opacity_size_max"))
     blobs = []
     for _ in range(rng.integers(3, 7)):
         offset = rng.normal(0, size, size=2)
@@ -827,7 +826,7 @@ def generate_demo_xray2d(
     rows = []
     for case in _progress_iter(cases, progress, "generating demo-xray2d"):
         prng = _rng(seed, _PATIENT, case.patient)
-        anat = _xray_anatomy(prng, spec, case.label)
+        anat = _xray_anatomy(prng, spec)
         lesion = _xray_lesion(prng, anat, spec) if case.label == 1 else None
         image, mask = _render_xray(anat, lesion, _rng(seed, _VISIT, case.index), spec.size, spec)
         cid = _case_id("cxr", case.index)

@@ -209,3 +209,19 @@ def test_dicom_series_with_names_in_the_wrong_order_reads_in_position_order(tmp_
     volume = ds.prepare(0)["ct"][0]  # (column, row, slice)
     assert volume.shape == (5, 4, 4)
     assert [float(volume[0, 0, k]) for k in range(4)] == [-1024.0, -924.0, -824.0, -724.0]
+
+
+@pytest.mark.parametrize("leftover", [0, 1, 2])
+def test_a_single_sample_last_training_batch_is_dropped(tmp_path, leftover):
+    """BatchNorm cannot train on one sample at 1x1 features: such a last batch is dropped."""
+    manifest = write_manifest(tmp_path / "m.csv", good_pngs(tmp_path, per_class=10))
+    dm = _dm(manifest, "data.val_fraction=0", "data.test_fraction=0")
+    dm.setup_data()
+    n = len(dm.datasets["train"])
+    dm.cfg.data.batch_size = n - leftover if leftover else 4  # n % batch == leftover
+    sizes = [int(b["target"].shape[0]) for b in dm.train_dataloader()]
+    if leftover == 1:
+        assert sizes == [n - 1]  # the lone sample waits for another epoch's order
+    else:
+        assert sum(sizes) == n and 1 not in sizes
+    assert sum(int(b["target"].shape[0]) for b in dm.loader("train")) == n  # evaluation: all
