@@ -235,7 +235,11 @@ def build_run_report(
 
     parts = [f'<section id="results">{heading("results")}']
     rows = [
-        [split, *[_fmt((metrics[split] or {}).get(k)) for k, _ in METRICS], metrics[split].get("num_samples")]
+        [
+            split,
+            *[_fmt((metrics[split] or {}).get(k)) for k, _ in METRICS],
+            metrics[split].get("num_samples"),
+        ]
         for split in splits
     ]
     parts.append(_grid_table(["Split", *[h for _, h in METRICS], "Cases"], rows))
@@ -253,9 +257,7 @@ def build_run_report(
 
     figure_number = iter(range(1, 100))
     entries = [
-        _figure(
-            run_dir, f"roc_{main}", "roc", "ROC curve.", f"{main} split, best checkpoint."
-        ),
+        _figure(run_dir, f"roc_{main}", "roc", "ROC curve.", f"{main} split, best checkpoint."),
         _figure(
             run_dir,
             f"confusion_{main}",
