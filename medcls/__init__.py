@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it (imported on first access)
 _LAZY = {
     "create_model": "medcls.models",
+    "create_fusion_model": "medcls.models",
     "list_models": "medcls.models",
     "load_config": "medcls.config",
     "ExperimentConfig": "medcls.config",

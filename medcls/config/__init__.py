@@ -18,6 +18,7 @@ from medcls.config.schema import (
     ModelConfig,
     OptimizerConfig,
     PreprocessConfig,
+    RestructureConfig,
     SchedulerConfig,
     TrainerConfig,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "ModelConfig",
     "OptimizerConfig",
     "PreprocessConfig",
+    "RestructureConfig",
     "SchedulerConfig",
     "TrainerConfig",
     "config_to_dict",

@@ -21,7 +21,14 @@ import yaml
 from medcls.config.schema import ExperimentConfig
 from medcls.errors import ConfigError
 
-__all__ = ["config_to_dict", "from_dict", "load_config", "parse_overrides", "save_config"]
+__all__ = [
+    "check_experiment",
+    "config_to_dict",
+    "from_dict",
+    "load_config",
+    "parse_overrides",
+    "save_config",
+]
 
 T = TypeVar("T")
 
@@ -54,7 +61,26 @@ def load_config(
         raw = _read_yaml(Path(source))
     for key, value in parse_overrides(overrides):
         _set_dotted(raw, key, value)
-    return from_dict(schema, raw)
+    config = from_dict(schema, raw)
+    if isinstance(config, ExperimentConfig):
+        check_experiment(config)
+    return config
+
+
+def check_experiment(cfg: ExperimentConfig) -> None:
+    """Rules between sections that the types alone cannot express.
+
+    Raises:
+        ConfigError: ``model.fusion`` other than ``none`` with fewer than two
+            ``data.modalities`` listed.
+    """
+    modalities = cfg.data.modalities
+    if cfg.model.fusion != "none" and modalities is not None and len(modalities) < 2:
+        raise ConfigError(
+            f"model.fusion: {cfg.model.fusion!r} fuses several modalities, but "
+            f"data.modalities lists {len(modalities)} ({list(modalities)}); list at least "
+            "two or set model.fusion=none"
+        )
 
 
 def parse_overrides(overrides: Iterable[str]) -> list[tuple[str, Any]]:

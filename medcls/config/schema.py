@@ -20,6 +20,7 @@ __all__ = [
     "ModelConfig",
     "OptimizerConfig",
     "PreprocessConfig",
+    "RestructureConfig",
     "SchedulerConfig",
     "TrainerConfig",
 ]
@@ -239,6 +240,72 @@ class AugmentConfig:
 
 
 @dataclass
+class RestructureConfig:
+    """Changes made to the model after it is built (see docs/restructure.md).
+
+    Attributes:
+        in_chans_mode: how the first layer of pretrained weights (``pretrained`` or
+            ``checkpoint_path``) is fitted to the data's channels: ``auto`` (the
+            library's own rule for ``pretrained``, ``mean`` for a checkpoint),
+            ``mean`` (every channel gets the summed kernel divided by the new channel
+            count) or ``repeat`` (the old channels cycle, scaled by old / new count).
+        inflate: for 3D data, build the 2D version of ``name`` (with its 2D weights)
+            and inflate it to 3D: ``none``, ``centre`` (2D kernel on the central depth
+            slice) or ``mean`` (I3D: repeated along depth and divided by it).
+        norm: replace every batch norm over spatial maps by ``batch``, ``instance`` or
+            ``group`` norms (affine parameters copied); ``None`` keeps them.
+        act: replace every hidden-layer activation (ReLU, GELU, SiLU, ...) by
+            ``relu``, ``relu6``, ``gelu``, ``silu`` or ``hardswish``; ``None`` keeps them.
+        head_drop_rate: a new classifier with dropout before its linear layer(s), in
+            ``[0, 1)``.
+        head_hidden: width of a hidden layer in a new classifier; ``None``: none.
+        freeze: parameters left untrained: ``all-but-head``, a count of leading
+            stages (stem included), or module names; ``None`` trains everything.
+        freeze_norm_stats: batch norms in the frozen part keep their running
+            statistics during training.
+        reparameterize: when a trained run's model is loaded (evaluate, predict,
+            benchmarks), switch re-parameterisable blocks to their inference form.
+        fold_bn: with ``reparameterize``, also fold batch norms into the
+            convolutions that feed them.
+    """
+
+    in_chans_mode: Literal["auto", "mean", "repeat"] = "auto"
+    inflate: Literal["none", "centre", "mean"] = "none"
+    norm: Literal["batch", "instance", "group"] | None = None
+    act: Literal["relu", "relu6", "gelu", "silu", "hardswish"] | None = None
+    head_drop_rate: float = 0.0
+    head_hidden: int | None = None
+    freeze: str | int | list[str] | None = None
+    freeze_norm_stats: bool = True
+    reparameterize: bool = False
+    fold_bn: bool = False
+
+    def __post_init__(self) -> None:
+        from medcls.errors import ConfigError
+
+        key = "model.restructure."
+        if not 0.0 <= self.head_drop_rate < 1.0:
+            raise ConfigError(
+                f"{key}head_drop_rate={self.head_drop_rate}: expected a value in [0, 1)"
+            )
+        if self.head_hidden is not None and self.head_hidden < 1:
+            raise ConfigError(f"{key}head_hidden={self.head_hidden}: expected an integer >= 1")
+        freeze = self.freeze
+        if isinstance(freeze, int) and freeze < 0:
+            raise ConfigError(f"{key}freeze={freeze}: expected a stage count >= 0")
+        if freeze == "all":
+            raise ConfigError(f"{key}freeze='all' would leave nothing to train; use 'all-but-head'")
+        names = [freeze] if isinstance(freeze, str) else freeze
+        if isinstance(names, list) and (not names or any(not n.strip() for n in names)):
+            raise ConfigError(
+                f"{key}freeze={freeze!r}: expected 'all-but-head', a stage count or "
+                "non-empty module names"
+            )
+        if self.fold_bn and not self.reparameterize:
+            raise ConfigError(f"{key}fold_bn needs {key}reparameterize: true")
+
+
+@dataclass
 class ModelConfig:
     """Which network to train: a registry name and its arguments.
 
@@ -248,12 +315,22 @@ class ModelConfig:
         pretrained: load the library's pretrained weights (needs them cached locally).
         checkpoint_path: a local weights file (safetensors or a torch state dict).
         kwargs: further keyword arguments of the model's constructor.
+        fusion: how several modalities (``data.modalities``) enter the model: ``none``
+            (channels concatenated into one network), ``early`` (the same behind a
+            modality-dict interface), ``late`` (one backbone per modality, pooled
+            features concatenated) or ``cross_attention`` (one backbone per modality,
+            their features attend to each other before pooling); see
+            :mod:`medcls.models.fusion`.
+        restructure: changes made to the built model (input channels, 2D-to-3D
+            inflation, norm/activation swaps, head, frozen parts, inference fusion).
     """
 
     name: str = "timm:resnet10t"
     pretrained: bool = False
     checkpoint_path: str | None = None
     kwargs: dict[str, object] = field(default_factory=dict)
+    fusion: Literal["none", "early", "late", "cross_attention"] = "none"
+    restructure: RestructureConfig = field(default_factory=RestructureConfig)
 
 
 @dataclass

@@ -27,7 +27,15 @@ from typing import Any
 from medcls.config import ExperimentConfig, config_to_dict, load_config, save_config
 from medcls.errors import CheckpointError, ConfigError, DataError
 
-__all__ = ["RunResult", "evaluate", "load_run_model", "predict", "resolve_run_dir", "train"]
+__all__ = [
+    "RunResult",
+    "evaluate",
+    "load_checkpoint_model",
+    "load_run_model",
+    "predict",
+    "resolve_run_dir",
+    "train",
+]
 
 
 @dataclass
@@ -102,6 +110,9 @@ def _model_meta(cfg: ExperimentConfig, dm, model) -> dict[str, Any]:
             "in_chans": dm.in_chans,
             "num_classes": len(dm.classes),
             "spatial_dims": dm.spatial_dims,
+            "fusion": cfg.model.fusion,
+            "modality_chans": dm.modality_chans,
+            "restructure": config_to_dict(cfg.model.restructure),
         },
         "task": dm.task,
         "classes": dm.classes,
@@ -122,18 +133,62 @@ def _build_model(
     kwargs: dict,
     pretrained: bool = False,
     checkpoint_path: str | None = None,
+    fusion: str = "none",
+    modality_chans: dict[str, int] | None = None,
 ):
-    from medcls.models import create_model
+    from medcls.models import create_fusion_model, create_model
 
-    return create_model(
+    if fusion == "none":
+        return create_model(
+            name,
+            in_chans=in_chans,
+            num_classes=num_classes,
+            spatial_dims=spatial_dims,
+            pretrained=pretrained,
+            checkpoint_path=checkpoint_path,
+            **dict(kwargs),
+        )
+    if not modality_chans or len(modality_chans) < 2:
+        raise ConfigError(
+            f"model.fusion: {fusion!r} fuses several modalities, but the data has "
+            f"{list(modality_chans or [])}; set data.modalities to at least two or "
+            "model.fusion=none"
+        )
+    return create_fusion_model(
         name,
-        in_chans=in_chans,
+        modalities=list(modality_chans),
+        fusion=fusion,
+        in_chans=dict(modality_chans),
         num_classes=num_classes,
         spatial_dims=spatial_dims,
         pretrained=pretrained,
         checkpoint_path=checkpoint_path,
         **dict(kwargs),
     )
+
+
+def _build_restructured(restructure: Any, *, for_training: bool, **build: Any):
+    """:func:`_build_model`, then the ``model.restructure`` changes (docs/restructure.md).
+
+    ``restructure`` is the config section (a dict when read from a checkpoint). A
+    training build gets every change; a build that is to receive a run's checkpoint
+    gets the structural ones only (no freezing, no inflation check).
+    """
+    from medcls.engine.restructure import apply_restructure, build_settings, restructure_config
+
+    rs = restructure_config(restructure)
+    in_chans, spatial_dims = build_settings(
+        rs,
+        name=build["name"],
+        in_chans=build["in_chans"],
+        spatial_dims=build["spatial_dims"],
+        pretrained=build.get("pretrained", False),
+        checkpoint_path=build.get("checkpoint_path"),
+        fusion=build.get("fusion", "none"),
+        kwargs=build.get("kwargs"),
+    )
+    model = _build_model(**{**build, "in_chans": in_chans, "spatial_dims": spatial_dims})
+    return apply_restructure(model, rs, in_chans=build["in_chans"], for_training=for_training)
 
 
 def _quiet_lightning() -> None:
@@ -249,14 +304,18 @@ def train(
     dm = ClassificationDataModule(cfg, run_dir, progress=cfg.trainer.progress)
     dm.setup_data()
     seed_all(cfg.seed)
-    model = _build_model(
-        cfg.model.name,
+    model = _build_restructured(
+        cfg.model.restructure,
+        for_training=True,
+        name=cfg.model.name,
         in_chans=dm.in_chans,
         num_classes=len(dm.classes),
         spatial_dims=dm.spatial_dims,
         kwargs=cfg.model.kwargs,
         pretrained=cfg.model.pretrained,
         checkpoint_path=cfg.model.checkpoint_path,
+        fusion=cfg.model.fusion,
+        modality_chans=dm.modality_chans,
     )
     counts = dm.class_counts("train")
     weights = resolve_class_weights(cfg.loss, [counts[c] for c in dm.classes])
@@ -301,7 +360,9 @@ def train(
     trainer = _build_trainer(cfg, run_dir, extra)
     if trainer.is_global_zero:
         console().print(
-            f"[bold]medcls[/bold] training {cfg.model.name} ({meta['num_parameters']:,} parameters) "
+            f"[bold]medcls[/bold] training {cfg.model.name}"
+            + (f", {cfg.model.fusion} fusion" if cfg.model.fusion != "none" else "")
+            + f" ({meta['num_parameters']:,} parameters) "
             f"on {len(dm.datasets['train'])} cases, {dm.task} {dm.classes}, "
             f"{dm.spatial_dims}D input {dm.in_chans}x{'x'.join(map(str, dm.spatial_size))}"
             + (f"; resuming from {resume_from}" if resume_from else ""),
@@ -388,20 +449,39 @@ def load_run_model(run_dir: str | Path, checkpoint: str = "best"):
     Returns:
         ``(model, meta)``: the model in eval mode and the checkpoint description.
     """
-    from medcls.engine.checkpoint import load_weights, read_meta
+    from medcls.engine.checkpoint import read_meta
 
     stem = Path(run_dir) / "checkpoints" / checkpoint
     meta = read_meta(stem)
+    return load_checkpoint_model(stem, meta), meta
+
+
+def load_checkpoint_model(stem: str | Path, meta: dict[str, Any]):
+    """The model a medcls checkpoint describes (fusion and ``model.restructure``
+    included), with its weights loaded, in eval mode.
+
+    Args:
+        stem: the checkpoint path without suffix (``.../checkpoints/best``).
+        meta: its description (:func:`medcls.engine.checkpoint.read_meta`).
+    """
+    from medcls.engine.checkpoint import load_weights
+    from medcls.engine.restructure import prepare_for_inference, restructure_config
+
     spec = meta["model"]
-    model = _build_model(
-        spec["name"],
+    model = _build_restructured(
+        spec.get("restructure"),
+        for_training=False,
+        name=spec["name"],
         in_chans=spec["in_chans"],
         num_classes=spec["num_classes"],
         spatial_dims=spec["spatial_dims"],
         kwargs=spec.get("kwargs") or {},
+        fusion=spec.get("fusion", "none"),
+        modality_chans=spec.get("modality_chans"),
     )
     load_weights(model, stem)
-    return model.eval(), meta
+    prepare_for_inference(model, restructure_config(spec.get("restructure")))
+    return model.eval()
 
 
 def _run_config(run_dir: Path, meta: dict, overrides: Iterable[str] = ()) -> ExperimentConfig:

@@ -291,6 +291,7 @@ class Explainer:
                 target = int(target)
         raw: dict[str, list[torch.Tensor]] = {}
         logits, targets, notes, layers = [], [], [], ()
+        shared = self.shared_map
         for start in range(0, batch, self.batch_size):
             chunk = tuple(t[start : start + self.batch_size] for t in inputs)
             t = (
@@ -305,6 +306,7 @@ class Explainer:
             targets.append(out["targets"].detach().cpu())
             notes += [n for n in out.get("notes", []) if n not in notes]
             layers = out.get("layers", layers)
+            shared = shared and bool(out.get("shared", True))
         raw_maps = {n: torch.nan_to_num(torch.cat(v)) for n, v in raw.items()}
         for name, m in raw_maps.items():
             if not m.abs().amax(dim=tuple(range(1, m.ndim))).gt(0).all():
@@ -321,7 +323,7 @@ class Explainer:
             targets=torch.cat(targets),
             logits=torch.cat(logits),
             layers=tuple(layers),
-            shared=self.shared_map and len(raw_maps) > 1,
+            shared=shared and len(raw_maps) > 1,
             notes=notes,
         )
 
@@ -336,7 +338,9 @@ class Explainer:
 
         Returns:
             ``{"maps": modality -> (b, *S) unscaled maps, "logits": (b, K),
-            "targets": (b,), "layers": names, "notes": [...]}``.
+            "targets": (b,), "layers": names, "notes": [...]}``, and optionally
+            ``"shared": False`` when a method whose maps are normally shared by all
+            modalities gave each its own (CAMs of one branch per modality).
         """
         raise NotImplementedError
 

@@ -226,6 +226,7 @@ class BaseCAM(Explainer):
             "targets": targets,
             "layers": tuple(s.module for s in specs),
             "notes": notes,
+            "shared": set(maps_by_modality) == {None},
         }
 
     def _combine(

@@ -222,7 +222,8 @@ def default_layers(
     ``min_cells`` cells, the deepest of ``model.feature_stages`` whose grid has at
     least ``min_cells`` cells (if one exists). A model with one branch per modality
     may declare ``cam_layers`` (modality -> :class:`CamLayer`): each branch then gets
-    its own layer.
+    its own layer, chosen by the same rule among the feature stages of its branch
+    (those whose module name shares the longest dotted prefix with the branch's layer).
 
     Args:
         model: a model following the medcls contract.
@@ -232,32 +233,65 @@ def default_layers(
     Raises:
         ModelError: the model declares no ``cam_layer``.
     """
+    stages = list(getattr(model, "feature_stages", []) or [])
     branches = getattr(model, "cam_layers", None)
     if isinstance(branches, dict) and branches:
-        return [LayerSpec(cam.module, cam, str(modality)) for modality, cam in branches.items()]
+        specs = []
+        for modality, cam in branches.items():
+            own = [s for s in stages if _branch_of(s.module, branches) == modality]
+            spec = _default_layer(cam, own, spatial_size, min_cells)
+            specs.append(LayerSpec(spec.module, spec.hint, str(modality)))
+        return specs
     cam = getattr(model, "cam_layer", None)
     if not isinstance(cam, CamLayer):
         raise ModelError(
             f"{type(model).__name__} has no cam_layer (see medcls.models.contract); "
             "pass layer= / --layer to name the module to explain"
         )
+    return [_default_layer(cam, stages, spatial_size, min_cells)]
+
+
+def _branch_of(module: str, branches: dict) -> object | None:
+    """The key of ``branches`` whose layer shares the longest dotted prefix with ``module``."""
+
+    def shared(a: str, b: str) -> int:
+        n = 0
+        for x, y in zip(a.split("."), b.split(".")):
+            if x != y:
+                break
+            n += 1
+        return n
+
+    scores = {key: shared(module, cam.module) for key, cam in branches.items()}
+    best = max(scores.values())
+    winners = [key for key, score in scores.items() if score == best]
+    return winners[0] if best > 0 and len(winners) == 1 else None
+
+
+def _default_layer(
+    cam: CamLayer,
+    stages: Sequence,
+    spatial_size: Sequence[int] | None,
+    min_cells: int,
+) -> LayerSpec:
+    """``cam``, or the deepest of ``stages`` with at least ``min_cells`` cells if it has fewer."""
     if spatial_size is None or not cam.reduction:
-        return [LayerSpec(cam.module, cam)]
+        return LayerSpec(cam.module, cam)
 
     def cells(reduction: int) -> int:
         return math.prod(max(1, math.ceil(s / reduction)) for s in spatial_size)
 
     if cells(cam.reduction) >= min_cells:
-        return [LayerSpec(cam.module, cam)]
+        return LayerSpec(cam.module, cam)
     finer = [
         stage
-        for stage in getattr(model, "feature_stages", []) or []
+        for stage in stages
         if stage.reduction < cam.reduction and cells(stage.reduction) >= min_cells
     ]
     if not finer:
-        return [LayerSpec(cam.module, cam)]
+        return LayerSpec(cam.module, cam)
     deepest = max(range(len(finer)), key=lambda i: (finer[i].reduction, i))
-    return [LayerSpec(finer[deepest].module)]
+    return LayerSpec(finer[deepest].module)
 
 
 def resolve_layers(

@@ -101,18 +101,10 @@ def _is_run_dir(path: Path) -> bool:
 
 def _from_meta(meta: dict[str, Any], stem: Path) -> ExplainModel:
     from medcls.config import load_config
-    from medcls.engine.checkpoint import load_weights
-    from medcls.models import create_model
+    from medcls.engine.api import load_checkpoint_model
 
     spec = meta["model"]
-    model = create_model(
-        spec["name"],
-        in_chans=spec["in_chans"],
-        num_classes=spec["num_classes"],
-        spatial_dims=spec["spatial_dims"],
-        **dict(spec.get("kwargs") or {}),
-    )
-    load_weights(model, stem)
+    model = load_checkpoint_model(stem, meta)  # fusion and model.restructure included
     cfg = load_config(meta["config"]) if meta.get("config") else None
     preprocess = (
         cfg.preprocess

@@ -2,9 +2,10 @@
 
 Example::
 
-    from medcls.models import create_model, list_models
+    from medcls.models import create_fusion_model, create_model, list_models
     model = create_model("timm:resnet18", in_chans=1, num_classes=2)
     list_models("timm3d:resnet*")
+    create_fusion_model("timm3d:resnet10t", modalities=["ct", "pet"], fusion="late", num_classes=2)
 
 Every returned model follows the contract in :mod:`medcls.models.contract`.
 """
@@ -19,6 +20,7 @@ from medcls.models.contract import (
     check_contract,
 )
 from medcls.models.factory import create_model, model_info
+from medcls.models.fusion import FUSION_MODES, create_fusion_model
 from medcls.models.registry import (
     FAMILIES,
     SOURCES,
@@ -31,6 +33,7 @@ from medcls.models.weights import LoadReport, load_checkpoint
 
 __all__ = [
     "FAMILIES",
+    "FUSION_MODES",
     "SOURCES",
     "CamLayer",
     "ClassifierModel",
@@ -38,6 +41,7 @@ __all__ = [
     "LoadReport",
     "ModelCfg",
     "check_contract",
+    "create_fusion_model",
     "create_model",
     "is_model",
     "list_models",

@@ -104,7 +104,9 @@ def create_model(
             are dropped (so config files can leave them unset).
 
     Returns:
-        the model: ``forward(x)`` maps ``(B, in_chans, *spatial)`` to ``(B, num_classes)``.
+        the model: ``forward(x)`` maps ``(B, in_chans, *spatial)`` to ``(B, num_classes)``;
+        ``model.reparameterize()`` switches it to its inference form (see
+        :mod:`medcls.models.restructure`).
 
     Raises:
         ModelError: unknown name (with the nearest names), bad arguments, or
@@ -136,6 +138,9 @@ def create_model(
             **kwargs,
         )
     check_contract(model)
+    from medcls.models.restructure.fuse import ensure_reparameterize
+
+    ensure_reparameterize(model)  # model.reparameterize() for every model
     if checkpoint_path is not None:
         load_checkpoint(model, checkpoint_path)
     return model

@@ -13,6 +13,9 @@
 - :class:`LCCAM`: lightweight cross-modal collaborative attention between two
   modality streams (channel weights from both streams' descriptors, spatial weights
   from both streams' maps), a few hundred parameters.
+- :class:`TokenCrossAttention`: multi-head attention from one modality's tokens
+  ``(B, N, C)`` to another's, with a residual connection and a layer norm (the block
+  of :class:`~medcls.models.fusion.CrossAttentionFusion`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ __all__ = [
     "LCCAM",
     "ChannelCrossAttention",
     "CrossAttention",
+    "TokenCrossAttention",
     "check_modalities",
     "split_modalities",
 ]
@@ -295,3 +299,47 @@ class LCCAM(nn.Module):
         view = (a.shape[0], self.channels) + (1,) * (a.ndim - 2)
         wa, wb = channel[:, 0].reshape(view), channel[:, 1].reshape(view)
         return a + a * wa * spatial[:, :1], b + b * wb * spatial[:, 1:]
+
+
+class TokenCrossAttention(nn.Module):
+    """Multi-head attention from query tokens to context tokens, residual + layer norm.
+
+    ``out = LayerNorm(x + drop(W_o softmax(q k^T / sqrt(d)) v))`` with ``q = W_q x`` and
+    ``k, v = W_kv context``. Tokens are any sequence: the patch tokens of a
+    Transformer, or the cells of a flattened feature map.
+
+    Shapes: ``x`` ``(B, N, dim)``, ``context`` ``(B, M, context_dim)`` -> ``(B, N, dim)``.
+
+    Args:
+        dim: channels of ``x`` and of the attention.
+        context_dim: channels of ``context`` (default ``dim``).
+        num_heads: heads (divides ``dim``).
+        drop_rate: dropout on the attention output before the residual sum.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        context_dim: int | None = None,
+        num_heads: int = 1,
+        drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if num_heads < 1 or dim % num_heads:
+            raise ModelError(f"TokenCrossAttention: num_heads={num_heads} must divide dim={dim}")
+        self.dim, self.num_heads = dim, num_heads
+        self.q = nn.Linear(dim, dim, bias=False)
+        self.kv = nn.Linear(context_dim or dim, 2 * dim, bias=False)
+        self.proj = nn.Linear(dim, dim)
+        self.drop = nn.Dropout(drop_rate)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """``(B, N, dim)``, ``(B, M, context_dim)`` -> ``(B, N, dim)``."""
+        batch, n = x.shape[:2]
+        head_dim = self.dim // self.num_heads
+        q = self.q(x).reshape(batch, n, self.num_heads, head_dim).transpose(1, 2)
+        kv = self.kv(context).reshape(batch, context.shape[1], 2, self.num_heads, head_dim)
+        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(batch, n, self.dim)
+        return self.norm(x + self.drop(self.proj(out)))
