@@ -43,5 +43,11 @@ format: install
 	$(BIN)/ruff format medcls tests benchmarks
 	$(BIN)/ruff check --fix medcls tests benchmarks
 
+# Zoo health sweep: builds, runs forward/backward and checks every listed model, appending
+# to benchmarks/results/zoo_health.jsonl (resumes where it stopped) and rewriting docs/zoo.md.
+# Hours on a CPU; not part of `make test`. E.g. make zoo-check ZOO_CHECK_ARGS="--jobs 4"
+zoo-check: install
+	$(BIN)/medcls models check $(ZOO_CHECK_ARGS)
+
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

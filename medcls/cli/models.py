@@ -7,6 +7,9 @@ Examples::
     medcls models --dims 3 --family hybrid
     medcls models --broken                 # known-broken zoo models and why
     medcls models show monai:densenet121   # tags, default config, stages, CAM layer
+    medcls models check                    # zoo health sweep (resumes), writes docs/zoo.md
+    medcls models check --pattern "timm3d:*" --limit 20 --timeout-per-model 300
+    medcls models check --report-only      # rewrite docs/zoo.md from the results so far
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "terms",
         nargs="*",
         metavar="PATTERN",
-        help="fnmatch pattern(s) over model names (default '*'), or: show NAME",
+        help="fnmatch pattern(s) over model names (default '*'), or: show NAME, or: check",
     )
     parser.add_argument("--dims", type=int, choices=(2, 3), help="spatial dims the model supports")
     parser.add_argument(
@@ -48,6 +51,55 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         type=int,
         choices=(2, 3),
         help="with show: dims to describe a model that takes 2 or 3",
+    )
+    check = parser.add_argument_group(
+        "check (zoo health sweep: build, forward, backward, gradients, CAM layer)"
+    )
+    check.add_argument(
+        "--pattern",
+        action="append",
+        default=None,
+        help="models to check (fnmatch, repeatable; default every listed and excluded model)",
+    )
+    check.add_argument("--limit", type=int, help="check at most N models in this run")
+    check.add_argument(
+        "--timeout-per-model",
+        type=float,
+        default=900.0,
+        metavar="SECONDS",
+        help="stop a model's check after this long and record it as failed (default 900)",
+    )
+    check.add_argument(
+        "--out",
+        default="benchmarks/results/zoo_health.jsonl",
+        help="results file, one JSON line per model; names already in it are skipped",
+    )
+    check.add_argument("--docs", default="docs/zoo.md", help="report to (re)write")
+    check.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="check again the models recorded as failed or skipped",
+    )
+    check.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="models checked at once, each in its own process (0: in this process)",
+    )
+    check.add_argument(
+        "--memory-gb",
+        type=float,
+        help="address-space limit per check process (default 80%% of the machine's memory); "
+        "a check that needs more is recorded as skipped",
+    )
+    check.add_argument(
+        "--order",
+        choices=("size", "name"),
+        default="size",
+        help="fewest parameters first, or by name",
+    )
+    check.add_argument(
+        "--report-only", action="store_true", help="only rewrite the report from the results"
     )
     return parser
 
@@ -145,6 +197,58 @@ def _show(name: str, spatial_dims: int | None, console: Any) -> int:
     return 0
 
 
+def _memory_gb() -> float | None:
+    try:
+        import os
+
+        return 0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check(args: argparse.Namespace, console: Any) -> int:
+    import signal
+
+    from medcls.errors import ConfigError
+    from medcls.models.zoo import health
+
+    patterns = list(args.pattern or []) + list(args.terms[1:]) or ["*"]
+    if args.limit is not None and args.limit < 0:
+        raise ConfigError(f"--limit {args.limit}: expected a count >= 0")
+    if args.timeout_per_model <= 0 or args.jobs < 0:
+        raise ConfigError("--timeout-per-model must be > 0 and --jobs >= 0")
+    if not args.report_only:
+
+        def stop(_signum: int, _frame: Any) -> None:
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, stop)
+        try:
+            summary = health.run_sweep(
+                args.out,
+                patterns=patterns,
+                limit=args.limit,
+                timeout=args.timeout_per_model,
+                jobs=args.jobs,
+                memory_gb=args.memory_gb or _memory_gb(),
+                retry_failed=args.retry_failed,
+                order=args.order,
+                progress=True,
+            )
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items())) or "nothing new"
+        console.print(
+            f"checked {summary.checked} model(s) ({counts}); {summary.skipped_done} already "
+            f"recorded in {args.out}"
+        )
+    text = health.write_report(health.load_records(args.out), args.docs, results_path=args.out)
+    rate = next((line for line in text.splitlines() if "pass rate over" in line), "")
+    rate = rate.replace("**", "").strip("| ").replace(" | ", ": ")
+    console.print(f"wrote {args.docs} ({rate})")
+    return 130 if not args.report_only and summary.interrupted else 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Runs ``medcls models``; returns the exit status."""
     from rich.console import Console
@@ -158,4 +262,6 @@ def run(args: argparse.Namespace) -> int:
         if len(args.terms) != 2:
             raise ConfigError("usage: medcls models show NAME (exactly one model name)")
         return _show(args.terms[1], args.spatial_dims, console)
+    if args.terms and args.terms[0] == "check":
+        return _check(args, console)
     return _list(args, console)

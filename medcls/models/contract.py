@@ -12,6 +12,8 @@ A model is a plain :class:`torch.nn.Module` (no wrapper around timm models, so t
   head_hidden_size)`` for timm models with a hidden pre-logits layer);
   ``forward_head(forward_features(x)) == forward(x)``;
 - ``reset_classifier(num_classes)``: replaces the classifier (``0`` removes it);
+- ``reparameterize()``: switches re-parameterisable blocks to their inference form (set
+  by :func:`create_model` when the class has none; see :mod:`medcls.models.restructure`);
 - attributes ``num_classes``, ``num_features``, ``in_chans``, ``spatial_dims``;
 - ``model_cfg``: a :class:`ModelCfg` (input size, normalisation, first conv, classifier,
   family, source, paper) read by the data pipeline and the checkpoint loader;
@@ -299,6 +301,14 @@ def trace_modules(model: nn.Module, input_size: Sequence[int], batch: int = 2) -
         return fn
 
     handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n]
+    # functional_call does not restore every tensor of a submodule registered under two
+    # parents (timm's CoaT shares its cpe/crpe modules): put each one back ourselves
+    originals = [
+        (table, key, tensor)
+        for module in model.modules()
+        for table in (module._parameters, module._buffers)
+        for key, tensor in table.items()
+    ]
     was_training = model.training
     model.eval()
     try:
@@ -313,6 +323,9 @@ def trace_modules(model: nn.Module, input_size: Sequence[int], batch: int = 2) -
     finally:
         for h in handles:
             h.remove()
+        for table, key, tensor in originals:
+            if table.get(key) is not tensor:
+                table[key] = tensor
         model.train(was_training)
     records = sorted(by_name.values(), key=lambda r: r.order)
     # multi-branch models (CrossViT) return a list: no single feature shape

@@ -230,12 +230,22 @@ def parse_model_name(name: str) -> tuple[str, str]:
     return NATIVE, name
 
 
+def _excluded_native() -> dict[str, str]:
+    """Native models excluded after the zoo health sweep -> reason."""
+    from medcls.models.zoo import excluded_models
+
+    return {k: v for k, v in excluded_models().items() if ":" not in k}
+
+
 def get_entry(name: str) -> ModelEntry:
     """Returns the :class:`ModelEntry` of a native model (raises with suggestions)."""
     _load_native()
     entry = _ENTRIES.get(name)
     if entry is None:
         raise unknown_model_error(name)
+    reason = _excluded_native().get(name)
+    if reason is not None:
+        raise ModelError(f"{name} is excluded (zoo health sweep): {reason}")
     return entry
 
 
@@ -247,7 +257,8 @@ def model_entrypoint(name: str) -> Callable[..., Any]:
 def _source_names(source: str) -> list[str]:
     if source == NATIVE:
         _load_native()
-        return sorted(_ENTRIES)
+        excluded = _excluded_native()
+        return sorted(n for n in _ENTRIES if n not in excluded)
     return [f"{source}:{arch}" for arch in get_source(source).names()]
 
 
@@ -273,7 +284,7 @@ def is_model(name: str) -> bool:
         return False
     if source == NATIVE:
         _load_native()
-        return arch in _ENTRIES
+        return arch in _ENTRIES and arch not in _excluded_native()
     return arch in set(get_source(source).names())
 
 
@@ -286,7 +297,8 @@ def list_models(
 ) -> list[str]:
     """Lists model names (prefixed for zoo models) matching the filters.
 
-    Known-broken zoo architectures (measured in ``notes/zoo-probe``) are left out; see
+    Known-broken zoo architectures (measured in ``notes/zoo-probe``) and the models the
+    zoo health sweep excluded (``medcls/models/zoo/excluded.json``) are left out; see
     ``medcls.models.zoo.broken_models()`` for them and the reason.
 
     Args:

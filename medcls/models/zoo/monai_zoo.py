@@ -22,6 +22,7 @@ from torch import nn
 
 from medcls.errors import ModelError
 from medcls.models.contract import ModelCfg, adapt_norm_stats, attach_contract
+from medcls.models.zoo import excluded_models
 from medcls.models.zoo.families import classify_family
 
 __all__ = [
@@ -329,12 +330,16 @@ class MonaiSource:
     default_spatial_dims = 3
 
     def broken(self) -> dict[str, str]:
-        """Nets that cannot be built here -> reason (a missing optional package)."""
+        """Nets that cannot be built here -> reason (a missing optional package, or an
+        exclusion found by the zoo health sweep)."""
         out = {}
+        excluded = excluded_models()
         for name, spec in _SPECS.items():
             missing = [m for m in spec.requires if importlib.util.find_spec(m) is None]
             if missing:
                 out[name] = f"needs the optional package(s) {', '.join(missing)} (not installed)"
+            elif f"{self.prefix}:{name}" in excluded:
+                out[name] = excluded[f"{self.prefix}:{name}"]
         return out
 
     def names(self) -> list[str]:

@@ -21,6 +21,7 @@ from torch import nn
 
 from medcls.errors import ModelError
 from medcls.models.contract import ModelCfg, adapt_norm_stats, attach_contract
+from medcls.models.zoo import excluded_models
 from medcls.models.zoo.families import classify_family
 
 __all__ = ["SOURCES_BY_PREFIX", "BrokenRule", "TimmSource"]
@@ -140,6 +141,9 @@ class TimmSource:
 
     def _broken_rule(self, arch: str) -> BrokenRule | None:
         base = arch.split(".", 1)[0]
+        excluded = excluded_models().get(f"{self.prefix}:{base}")
+        if excluded is not None:  # found by the zoo health sweep
+            return BrokenRule(base, excluded)
         return next((r for r in self.broken_rules if fnmatch.fnmatchcase(base, r.pattern)), None)
 
     def broken(self) -> dict[str, str]:
@@ -202,6 +206,7 @@ class TimmSource:
         rule = self._broken_rule(arch)
         if rule is not None and not (rule.only_if_not_rgb and in_chans == 3):
             raise ModelError(f"{name} is known to fail: {rule.reason}")
+        kwargs = {**self._default_kwargs(arch, pretrained, kwargs), **kwargs}
         try:
             model = self.lib.create_model(
                 arch, pretrained=pretrained, in_chans=in_chans, num_classes=num_classes, **kwargs
@@ -228,6 +233,30 @@ class TimmSource:
             model.__class__ = _with_pooled_head(type(model))
         cfg = self.model_cfg(name, model, in_chans, kwargs)
         return attach_contract(model, cfg=cfg, in_chans=in_chans)
+
+    def _default_kwargs(
+        self, arch: str, pretrained: bool, kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Architecture arguments medcls sets unless the caller does.
+
+        timm_3d's fixed-size models (every CoAtNet / MaxViT / MaxxViT hybrid: relative
+        position tables and windows tied to the size) default to 96³ or 128³, where one
+        training step at batch 2 needs over 8 GiB and minutes on a CPU; without
+        pretrained weights to match, they are built for medcls's standard 3D input
+        (``img_size=64``) instead. Pass ``img_size`` to choose another size.
+        """
+        if self.spatial_dims != 3 or pretrained or "img_size" in kwargs:
+            return {}
+        from medcls.models.registry import DEFAULT_INPUT_SIZE
+
+        getter = getattr(getattr(self.lib, "models", None), "get_pretrained_cfg", None)
+        pcfg = getter(arch.split(".", 1)[0]) if callable(getter) else None
+        standard = DEFAULT_INPUT_SIZE[3]
+        if pcfg is None or not getattr(pcfg, "fixed_input_size", False):
+            return {}
+        if tuple(pcfg.input_size[1:]) == standard:
+            return {}
+        return {"img_size": standard[0]}
 
     def model_cfg(
         self, name: str, model: nn.Module, in_chans: int, kwargs: dict[str, Any]
