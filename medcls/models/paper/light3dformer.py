@@ -76,8 +76,14 @@ class CascadedModulation(nn.Module):
 
     Channels are split into ``groups`` chunks ``x_1 .. x_g``. For group ``i``:
     ``h_i = x_i + o_{i-1}`` (``o_0 = 0``: the cascade), ``a_i = dw_i(h_i)`` (depthwise
-    ``k^n`` convolution + norm), ``v_i = W_i h_i`` (``1^n``), ``o_i = a_i * v_i``
+    ``k^n`` convolution + norm), ``v_i = W_i h_i`` (``1^n``), ``o_i = sigmoid(a_i) * v_i``
     (element-wise). The output is ``proj(cat(o_1 .. o_g))``.
+
+    The modulator passes through a sigmoid: with a raw product the cascade multiplies
+    ``g`` unbounded factors, and in evaluation mode (running batch-norm statistics
+    instead of the batch's) the outputs grew by orders of magnitude per stage until
+    they overflowed to NaN on the demo data. Gated, ``|o_i| <= |v_i|`` and the
+    cascade grows at most additively.
 
     Shapes: ``(B, dim, *S)`` -> ``(B, dim, *S)``.
 
@@ -107,7 +113,7 @@ class CascadedModulation(nn.Module):
         outs: list[torch.Tensor] = []
         for chunk, spatial, value in zip(x.split(self.width, dim=1), self.spatial, self.value):
             h = chunk if not outs else chunk + outs[-1]
-            outs.append(spatial(h) * value(h))
+            outs.append(torch.sigmoid(spatial(h)) * value(h))
         return self.proj(torch.cat(outs, dim=1))
 
 
