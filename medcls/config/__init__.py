@@ -21,6 +21,7 @@ from medcls.config.schema import (
     RestructureConfig,
     SchedulerConfig,
     TrainerConfig,
+    TuneConfig,
 )
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "RestructureConfig",
     "SchedulerConfig",
     "TrainerConfig",
+    "TuneConfig",
     "config_to_dict",
     "from_dict",
     "load_config",

@@ -23,6 +23,7 @@ __all__ = [
     "RestructureConfig",
     "SchedulerConfig",
     "TrainerConfig",
+    "TuneConfig",
 ]
 
 Task = Literal["auto", "binary", "multiclass", "multilabel"]
@@ -72,7 +73,9 @@ class DataConfig:
         fold: cross-validation: the fold (``0 .. num_folds-1``) used for validation;
             the test split stays the same for every fold. ``None`` = no folds.
         num_folds: number of folds (stratified, grouped by patient) when ``fold`` is set.
-        batch_size: samples per batch on each device.
+        batch_size: samples per batch on each device, or ``auto``: the largest
+            batch that fits the device's memory (``trainer.memory_limit_gb``), at
+            most ``trainer.effective_batch_size`` (default 256).
         num_workers: data-loading worker processes.
         cache: ``memory`` keeps the deterministic part of preprocessing in RAM;
             ``disk`` stores it in ``cache_dir`` (shared by processes and runs);
@@ -105,7 +108,7 @@ class DataConfig:
     test_fraction: float = 0.15
     fold: int | None = None
     num_folds: int = 5
-    batch_size: int = 32
+    batch_size: int | Literal["auto"] = 32
     num_workers: int = 0
     cache: Literal["memory", "disk", "none"] = "memory"
     cache_dir: str | None = None
@@ -217,6 +220,13 @@ class AugmentConfig:
         on_device: run flips, affine, intensity jitter and noise batched on the
             training device after the batch is transferred (elastic, blur and bias
             field stay in the loader workers).
+        mixup_alpha: mixup: each training batch is blended with a shuffled copy of
+            itself, ``lam ~ Beta(alpha, alpha)``, labels mixed alike; 0 = off.
+        cutmix_alpha: cutmix: a box (a cuboid in 3D) of a shuffled copy is pasted,
+            labels mixed by the box's volume share; 0 = off.
+        mix_prob: probability that a training batch is mixed at all.
+        mix_switch_prob: with both mixup and cutmix on, the chance a mixed batch
+            uses cutmix rather than mixup.
     """
 
     preset: Literal["none", "ct", "mri", "xray"] = "none"
@@ -237,6 +247,20 @@ class AugmentConfig:
     bias_field_prob: float = 0.0
     bias_field_coeff: float = 0.1
     on_device: bool = False
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    mix_prob: float = 1.0
+    mix_switch_prob: float = 0.5
+
+    def __post_init__(self) -> None:
+        from medcls.errors import ConfigError
+
+        for key in ("mixup_alpha", "cutmix_alpha"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"augment.{key}={getattr(self, key)}: expected a value >= 0")
+        for key in ("mix_prob", "mix_switch_prob"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"augment.{key}={getattr(self, key)}: expected a value in [0, 1]")
 
 
 @dataclass
@@ -323,6 +347,11 @@ class ModelConfig:
             :mod:`medcls.models.fusion`.
         restructure: changes made to the built model (input channels, 2D-to-3D
             inflation, norm/activation swaps, head, frozen parts, inference fusion).
+        drop_path_rate: stochastic depth: the largest rate of dropping a residual
+            block (passed to models that take ``drop_path_rate``: timm, timm_3d and
+            medcls's Transformers; an error for a model without it). ``None`` = the
+            model's default.
+        drop_rate: dropout before the classifier (models taking ``drop_rate``).
     """
 
     name: str = "timm:resnet10t"
@@ -331,6 +360,16 @@ class ModelConfig:
     kwargs: dict[str, object] = field(default_factory=dict)
     fusion: Literal["none", "early", "late", "cross_attention"] = "none"
     restructure: RestructureConfig = field(default_factory=RestructureConfig)
+    drop_path_rate: float | None = None
+    drop_rate: float | None = None
+
+    def __post_init__(self) -> None:
+        from medcls.errors import ConfigError
+
+        for key in ("drop_path_rate", "drop_rate"):
+            value = getattr(self, key)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise ConfigError(f"model.{key}={value}: expected a value in [0, 1)")
 
 
 @dataclass
@@ -363,13 +402,34 @@ class LossConfig:
 
 @dataclass
 class OptimizerConfig:
-    """Optimiser: ``adamw`` or ``sgd`` (with ``momentum`` and ``nesterov``)."""
+    """Optimiser.
 
-    name: Literal["adamw", "sgd"] = "adamw"
+    Attributes:
+        name: ``adamw``, ``adam`` or ``sgd`` (with ``momentum`` and ``nesterov``).
+        lr: base learning rate (the classifier's, with ``layer_decay``).
+        weight_decay: decoupled weight decay (AdamW) or L2 (Adam, SGD); biases and
+            normalisation weights get none.
+        layer_decay: layer-wise learning-rate decay in ``(0, 1]``: the parameters of
+            the ``i``-th of ``L`` depth groups (stem 0, each feature stage, head ``L``)
+            learn at ``lr * layer_decay ** (L - i)``; ``None`` = one learning rate.
+    """
+
+    name: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: float = 1e-3
     weight_decay: float = 0.05
     momentum: float = 0.9
     nesterov: bool = False
+    layer_decay: float | None = None
+
+    def __post_init__(self) -> None:
+        from medcls.errors import ConfigError
+
+        if self.lr <= 0:
+            raise ConfigError(f"optimizer.lr={self.lr}: expected a value > 0")
+        if self.layer_decay is not None and not 0.0 < self.layer_decay <= 1.0:
+            raise ConfigError(
+                f"optimizer.layer_decay={self.layer_decay}: expected a value in (0, 1]"
+            )
 
 
 @dataclass
@@ -377,14 +437,28 @@ class SchedulerConfig:
     """Learning-rate schedule, stepped every optimiser step.
 
     Attributes:
-        name: ``cosine`` (linear warm-up, then cosine decay) or ``constant``.
+        name: ``cosine`` (linear warm-up, then cosine decay), ``cosine_restarts``
+            (warm restarts, SGDR: cosine cycles of ``restart_epochs``, each
+            ``restart_mult`` times longer than the last) or ``constant``.
         warmup_epochs: length of the linear warm-up (fractions allowed).
-        min_lr_ratio: final learning rate as a fraction of ``optimizer.lr``.
+        min_lr_ratio: lowest learning rate as a fraction of ``optimizer.lr``.
+        restart_epochs: ``cosine_restarts``: length of the first cycle, in epochs.
+        restart_mult: ``cosine_restarts``: growth of each following cycle (>= 1).
     """
 
-    name: Literal["cosine", "constant"] = "cosine"
+    name: Literal["cosine", "cosine_restarts", "constant"] = "cosine"
     warmup_epochs: float = 1.0
     min_lr_ratio: float = 0.01
+    restart_epochs: float = 5.0
+    restart_mult: float = 1.0
+
+    def __post_init__(self) -> None:
+        from medcls.errors import ConfigError
+
+        if self.restart_epochs <= 0:
+            raise ConfigError(f"scheduler.restart_epochs={self.restart_epochs}: expected > 0")
+        if self.restart_mult < 1:
+            raise ConfigError(f"scheduler.restart_mult={self.restart_mult}: expected >= 1")
 
 
 @dataclass
@@ -422,6 +496,16 @@ class TrainerConfig:
         log_every_n_steps: how often training loss is logged.
         limit_train_batches: use only this many (int) or this share (float) of
             the training batches per epoch (quick checks).
+        ema_decay: keep an exponential moving average of the weights with this
+            decay (e.g. 0.999); validation, the saved checkpoints and the final
+            evaluation then use the averaged weights. ``None`` = off.
+        ema_warmup: ramp the EMA decay up as ``min(decay, (1 + n) / (10 + n))`` over
+            the first optimiser steps ``n``, so early weights fade fast.
+        effective_batch_size: samples per optimiser step over all devices; gradients
+            are accumulated over ``ceil(effective / (batch_size * devices))``
+            batches (overrides ``accumulate_grad_batches``). ``None`` = off.
+        memory_limit_gb: memory that ``data.batch_size: auto`` may fill per device;
+            ``None`` = the GPU's free memory, or half the free RAM on a CPU.
     """
 
     max_epochs: int = 10
@@ -441,6 +525,89 @@ class TrainerConfig:
     progress: bool = True
     log_every_n_steps: int = 10
     limit_train_batches: int | float | None = None
+    ema_decay: float | None = None
+    ema_warmup: bool = True
+    effective_batch_size: int | None = None
+    memory_limit_gb: float | None = None
+
+    def __post_init__(self) -> None:
+        from medcls.errors import ConfigError
+
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ConfigError(f"trainer.ema_decay={self.ema_decay}: expected a value in (0, 1)")
+        if self.effective_batch_size is not None and self.effective_batch_size < 1:
+            raise ConfigError(
+                f"trainer.effective_batch_size={self.effective_batch_size}: expected >= 1"
+            )
+        if self.memory_limit_gb is not None and self.memory_limit_gb <= 0:
+            raise ConfigError(f"trainer.memory_limit_gb={self.memory_limit_gb}: expected > 0")
+
+
+@dataclass
+class TuneConfig:
+    """Hyperparameter search by ``medcls tune`` (see docs/tuning.md).
+
+    Attributes:
+        space: the search space: dotted config keys mapped to a distribution,
+            ``{type: float, low: 1e-4, high: 1e-2, log: true}``,
+            ``{type: int, low: 8, high: 64, step: 8}`` or
+            ``{type: categorical, choices: [adamw, sgd]}`` (a plain list is read as
+            categorical choices). Any key of this file can be searched, model
+            arguments included (``model.kwargs.depth``).
+        trials: finished trials (complete or pruned) the study runs to, counted over
+            every worker sharing the storage.
+        timeout: stop starting new trials after this many seconds (this worker).
+        metric: validation metric to optimise (``val_auc``, ``val_loss``, ...); it is
+            also each trial's ``trainer.monitor``.
+        direction: ``maximize``, ``minimize`` or ``auto`` (``minimize`` for losses).
+        folds: ``None``: one training per trial on the configured split; ``k``: the
+            mean of the metric over cross-validation folds ``0 .. k-1``
+            (``data.num_folds`` must be at least ``k``).
+        sampler: ``tpe`` (Bayesian, Optuna's default) or ``random``.
+        pruner: ``median`` (stop a trial whose epoch metric falls below the median
+            of earlier trials at that epoch), ``hyperband`` or ``none``.
+        startup_trials: trials finished before the pruner may stop one (and before
+            TPE models the space).
+        warmup_epochs: epochs of each trial that are never pruned.
+        include_default: queue the configuration's own values as the first trial,
+            so the study measures the untuned baseline in the same run.
+        storage: an Optuna storage URL; ``None`` = ``sqlite:///RUN/study.db`` (a
+            PostgreSQL/MySQL URL lets workers on several machines share the study).
+        study_name: ``None`` = the experiment's name.
+        heartbeat_seconds: each running trial's heartbeat interval; a trial whose
+            heartbeat stops for ``grace_seconds`` (its worker was killed) is marked
+            failed and queued again with the same parameters.
+        grace_seconds: see ``heartbeat_seconds``.
+    """
+
+    space: dict[str, object] = field(default_factory=dict)
+    trials: int = 20
+    timeout: float | None = None
+    metric: str = "val_auc"
+    direction: Literal["auto", "maximize", "minimize"] = "auto"
+    folds: int | None = None
+    sampler: Literal["tpe", "random"] = "tpe"
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    startup_trials: int = 4
+    warmup_epochs: int = 1
+    include_default: bool = True
+    storage: str | None = None
+    study_name: str | None = None
+    heartbeat_seconds: int = 30
+    grace_seconds: int = 120
+
+    def __post_init__(self) -> None:
+        from medcls.errors import ConfigError
+
+        if self.trials < 1:
+            raise ConfigError(f"tune.trials={self.trials}: expected >= 1")
+        if self.folds is not None and self.folds < 2:
+            raise ConfigError(f"tune.folds={self.folds}: expected >= 2 (or null for one split)")
+        if self.heartbeat_seconds < 1 or self.grace_seconds <= self.heartbeat_seconds:
+            raise ConfigError(
+                f"tune.heartbeat_seconds={self.heartbeat_seconds}, tune.grace_seconds="
+                f"{self.grace_seconds}: expected 1 <= heartbeat < grace"
+            )
 
 
 @dataclass
@@ -468,3 +635,4 @@ class ExperimentConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)

@@ -32,7 +32,7 @@ from medcls.data.splits import (
     write_splits,
 )
 from medcls.data.transforms import BatchAugment, build_augment, build_preprocess
-from medcls.errors import DataError
+from medcls.errors import ConfigError, DataError
 
 __all__ = ["ClassificationDataModule"]
 
@@ -354,6 +354,11 @@ class ClassificationDataModule(pl.LightningDataModule):
         )
         workers = self.cfg.data.num_workers
         batch = self.cfg.data.batch_size
+        if not isinstance(batch, int):
+            raise ConfigError(
+                f"data.batch_size={batch!r}: the training entry points (medcls train, "
+                "medcls tune) resolve 'auto' to a number before loaders are built"
+            )
         # A training batch of one sample cannot be normalised by BatchNorm when the
         # features are 1x1(x1) (it raises mid-epoch): drop such a last batch. The
         # sample order changes every epoch, so no case is left out for good.

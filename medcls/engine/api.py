@@ -30,6 +30,7 @@ from medcls.errors import CheckpointError, ConfigError, DataError
 __all__ = [
     "RunResult",
     "evaluate",
+    "find_lr",
     "load_checkpoint_model",
     "load_run_model",
     "predict",
@@ -262,6 +263,150 @@ def _build_trainer(cfg: ExperimentConfig, run_dir: Path, callbacks: list, *, for
 # ------------------------------------------------------------------ train
 
 
+def _as_config(config: ExperimentConfig | str | Path | dict, overrides: Iterable[str]):
+    cfg = config if isinstance(config, ExperimentConfig) else load_config(config, overrides)
+    if overrides and isinstance(config, ExperimentConfig):
+        cfg = load_config(config_to_dict(config), overrides)
+    return cfg
+
+
+def _model_kwargs(cfg: ExperimentConfig) -> dict[str, Any]:
+    """``model.kwargs`` plus ``model.drop_path_rate``/``drop_rate`` when set."""
+    kwargs = dict(cfg.model.kwargs)
+    for key in ("drop_path_rate", "drop_rate"):
+        value = getattr(cfg.model, key)
+        if value is not None:
+            if key in kwargs and kwargs[key] != value:
+                raise ConfigError(
+                    f"model.{key}={value} and model.kwargs.{key}={kwargs[key]} disagree; "
+                    "set one of them"
+                )
+            kwargs[key] = value
+    return kwargs
+
+
+def _devices_count(trainer_devices: Any) -> int:
+    if isinstance(trainer_devices, list):
+        return len(trainer_devices)
+    if isinstance(trainer_devices, int):
+        return trainer_devices
+    return 1
+
+
+def _resolve_batch_size(cfg: ExperimentConfig, dm, model) -> None:
+    """Turns ``data.batch_size: auto`` and ``trainer.effective_batch_size`` into a batch
+    size and gradient accumulation (written into ``cfg``, which the run saves)."""
+    import torch
+
+    from medcls.engine.batch_size import (
+        accumulation_plan,
+        default_memory_limit,
+        largest_batch_size,
+        training_step_bytes,
+    )
+    from medcls.progress import console
+
+    devices = _devices_count(cfg.trainer.devices)
+    effective = cfg.trainer.effective_batch_size
+    if cfg.data.batch_size == "auto":
+        device = torch.device("cuda" if _cuda_wanted(cfg.trainer.accelerator) else "cpu")
+        limit = (
+            int(cfg.trainer.memory_limit_gb * 2**30)
+            if cfg.trainer.memory_limit_gb is not None
+            else default_memory_limit(device)
+        )
+        sample = dm.datasets["train"][0]
+        example = {m: sample[m].unsqueeze(0) for m in dm.modalities}
+        if not getattr(model, "modalities", None):
+            example = torch.cat(list(example.values()), dim=1)
+        largest = max(1, len(dm.datasets["train"]) // max(1, devices))
+        cap = min(largest, effective or 256)
+        home = next(model.parameters()).device
+        model.to(device)
+        try:
+
+            def fits(batch: int) -> bool:
+                used = training_step_bytes(model, example, batch)
+                return used is not None and used <= limit
+
+            found = largest_batch_size(fits, cap)
+        finally:
+            model.to(home)
+            model.zero_grad(set_to_none=True)
+        batch, accumulate = accumulation_plan(found, effective, devices)
+        console().print(
+            f"data.batch_size=auto: {found} fits {limit / 2**30:.1f} GiB on {device.type}; "
+            f"using batch {batch} x {accumulate} accumulation x {devices} device(s)",
+            highlight=False,
+        )
+    else:
+        batch, accumulate = accumulation_plan(cfg.data.batch_size, effective, devices)
+        if effective is None:
+            accumulate = cfg.trainer.accumulate_grad_batches
+    cfg.data.batch_size = batch
+    cfg.trainer.accumulate_grad_batches = accumulate
+
+
+def _setup_training(cfg: ExperimentConfig, run_dir: Path | None):
+    """Data, model and training module of ``cfg`` (seeded), as :func:`train` uses them.
+
+    ``data.batch_size: auto`` and ``trainer.effective_batch_size`` are resolved here
+    (into ``cfg``).
+
+    Returns:
+        ``(datamodule, model, module)``.
+    """
+    import lightning.pytorch as pl
+    import torch
+
+    from medcls.data.datamodule import ClassificationDataModule
+    from medcls.engine.losses import build_loss, resolve_class_weights
+    from medcls.engine.mixing import BatchMixer
+    from medcls.engine.module import ClassificationModule, seed_all
+
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    dm = ClassificationDataModule(cfg, run_dir, progress=cfg.trainer.progress)
+    dm.setup_data()
+    seed_all(cfg.seed)
+    model = _build_restructured(
+        cfg.model.restructure,
+        for_training=True,
+        name=cfg.model.name,
+        in_chans=dm.in_chans,
+        num_classes=len(dm.classes),
+        spatial_dims=dm.spatial_dims,
+        kwargs=_model_kwargs(cfg),
+        pretrained=cfg.model.pretrained,
+        checkpoint_path=cfg.model.checkpoint_path,
+        fusion=cfg.model.fusion,
+        modality_chans=dm.modality_chans,
+    )
+    _resolve_batch_size(cfg, dm, model)
+    counts = dm.class_counts("train")
+    weights = resolve_class_weights(cfg.loss, [counts[c] for c in dm.classes])
+    cuda = _cuda_wanted(cfg.trainer.accelerator)
+    channels_last = _switch(cfg.trainer.channels_last, cuda)
+    if channels_last:
+        fmt = torch.channels_last if dm.spatial_dims == 2 else torch.channels_last_3d
+        model = model.to(memory_format=fmt)
+    aug = cfg.augment
+    module = ClassificationModule(
+        model,
+        task=dm.task,
+        classes=dm.classes,
+        modalities=dm.modalities,
+        criterion=build_loss(cfg.loss, dm.task, weights),
+        optimizer=cfg.optimizer,
+        scheduler=cfg.scheduler,
+        seed=cfg.seed,
+        channels_last=channels_last,
+        mixer=BatchMixer(aug.mixup_alpha, aug.cutmix_alpha, aug.mix_prob, aug.mix_switch_prob),
+        ema_decay=cfg.trainer.ema_decay,
+        ema_warmup=cfg.trainer.ema_warmup,
+    )
+    return dm, model, module
+
+
 def train(
     config: ExperimentConfig | str | Path | dict,
     overrides: Iterable[str] = (),
@@ -280,61 +425,20 @@ def train(
     Returns:
         The run folder, metrics (``val`` and ``test``) and the written files.
     """
-    import lightning.pytorch as pl
-    import torch
     from lightning.pytorch.callbacks import EarlyStopping
 
-    from medcls.data.datamodule import ClassificationDataModule
     from medcls.engine.callbacks import EpochSummary, RunCheckpoint
     from medcls.engine.checkpoint import safe_torch_load, save_weights
-    from medcls.engine.losses import build_loss, resolve_class_weights
-    from medcls.engine.module import ClassificationModule, seed_all
     from medcls.progress import console
 
-    cfg = config if isinstance(config, ExperimentConfig) else load_config(config, overrides)
-    if overrides and isinstance(config, ExperimentConfig):
-        cfg = load_config(config_to_dict(config), overrides)
+    cfg = _as_config(config, overrides)
     run_dir = resolve_run_dir(cfg, overwrite=overwrite)
     last = run_dir / "checkpoints" / "last.ckpt"
     resume_from = last if cfg.resume and last.is_file() else None
     if resume_from is not None:
         safe_torch_load(resume_from)  # refuse anything but tensors before Lightning sees it
 
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    dm = ClassificationDataModule(cfg, run_dir, progress=cfg.trainer.progress)
-    dm.setup_data()
-    seed_all(cfg.seed)
-    model = _build_restructured(
-        cfg.model.restructure,
-        for_training=True,
-        name=cfg.model.name,
-        in_chans=dm.in_chans,
-        num_classes=len(dm.classes),
-        spatial_dims=dm.spatial_dims,
-        kwargs=cfg.model.kwargs,
-        pretrained=cfg.model.pretrained,
-        checkpoint_path=cfg.model.checkpoint_path,
-        fusion=cfg.model.fusion,
-        modality_chans=dm.modality_chans,
-    )
-    counts = dm.class_counts("train")
-    weights = resolve_class_weights(cfg.loss, [counts[c] for c in dm.classes])
-    cuda = _cuda_wanted(cfg.trainer.accelerator)
-    channels_last = _switch(cfg.trainer.channels_last, cuda)
-    if channels_last:
-        fmt = torch.channels_last if dm.spatial_dims == 2 else torch.channels_last_3d
-        model = model.to(memory_format=fmt)
-    module = ClassificationModule(
-        model,
-        task=dm.task,
-        classes=dm.classes,
-        modalities=dm.modalities,
-        criterion=build_loss(cfg.loss, dm.task, weights),
-        optimizer=cfg.optimizer,
-        scheduler=cfg.scheduler,
-        seed=cfg.seed,
-        channels_last=channels_last,
-    )
+    dm, model, module = _setup_training(cfg, run_dir)
     meta = _model_meta(cfg, dm, model)
     if _is_launcher():
         save_config(cfg, run_dir / "config.yaml")
@@ -344,7 +448,8 @@ def train(
         run_dir / "checkpoints",
         monitor,
         mode,
-        export=lambda stem, info: save_weights(module.model, stem, {**meta, **info}),
+        # the EMA weights when trainer.ema_decay is set
+        export=lambda stem, info: save_weights(module.eval_model, stem, {**meta, **info}),
         history_path=run_dir / "history.csv",
     )
     extra = [checkpoint, EpochSummary(cfg.trainer.max_epochs), *callbacks]
@@ -381,6 +486,7 @@ def train(
     from medcls.engine.checkpoint import load_weights
 
     load_weights(module.model, best)
+    module.drop_ema()  # the best (averaged, if EMA is on) weights are now in module.model
     metrics, files = _evaluate_module(module, trainer, dm, run_dir, ("val", "test"))
     metrics.update(best_epoch=checkpoint.best_epoch, monitor={"name": monitor, "mode": mode})
     if trainer.is_global_zero:
@@ -395,6 +501,79 @@ def train(
                 module.history, run_dir / "figures" / "training_curves"
             ).png
     return RunResult(run_dir, metrics, checkpoint.best_epoch, files)
+
+
+def find_lr(
+    config: ExperimentConfig | str | Path | dict,
+    overrides: Iterable[str] = (),
+    *,
+    min_lr: float = 1e-7,
+    max_lr: float = 10.0,
+    steps: int = 100,
+    output: str | Path | None = None,
+):
+    """Learning-rate range test on the configured data and model (see
+    :mod:`medcls.engine.lr_finder`); nothing is trained for good.
+
+    Writes ``lr_find.json`` and the figure ``lr_find.{png,svg}`` into ``output``
+    (default: the run folder's ``lr_find/``).
+
+    Returns:
+        The :class:`~medcls.engine.lr_finder.LRFinderResult` (its ``files`` filled).
+    """
+    import torch
+
+    from medcls.engine.lr_finder import lr_range_test
+    from medcls.engine.module import model_input
+    from medcls.engine.optim import build_optimizer
+    from medcls.progress import console
+    from medcls.reports.figures import plot_lr_finder
+
+    cfg = _as_config(config, overrides)
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else Path(cfg.output_dir) / cfg.name
+    out = Path(output) if output else run_dir / "lr_find"
+    dm, model, module = _setup_training(cfg, None)
+    device = torch.device("cuda" if _cuda_wanted(cfg.trainer.accelerator) else "cpu")
+    model.to(device)
+    criterion = module.criterion.to(device)
+    loader = dm.train_dataloader()
+    augment = dm.device_augment
+
+    def step_loss(net, batch):
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        if augment is not None:
+            batch = augment(batch, dm.datasets["train"].epoch)
+        logits = net(model_input(net, batch, dm.modalities))
+        return criterion(logits.float(), batch["target"])
+
+    every = max(1, steps // 10)
+
+    def progress(step: int, lr: float, loss: float) -> None:
+        if step % every == 0 or step == steps - 1:
+            console().print(f"  step {step + 1:>4}/{steps}  lr {lr:.2e}  loss {loss:.4f}")
+
+    console().print(
+        f"[bold]medcls[/bold] learning-rate range test: {cfg.model.name}, "
+        f"lr {min_lr:g} .. {max_lr:g} over {steps} steps",
+        highlight=False,
+    )
+    result = lr_range_test(
+        model,
+        loader,
+        step_loss,
+        lambda net: build_optimizer(net, cfg.optimizer),
+        min_lr=min_lr,
+        max_lr=max_lr,
+        steps=steps,
+        set_epoch=dm.set_epoch,
+        progress=progress,
+    )
+    figure = plot_lr_finder(
+        result.lrs, result.losses, result.smoothed, result.suggestion, out / "lr_find"
+    )
+    result.files = {"png": figure.png, "svg": figure.svg, "json": out / "lr_find.json"}
+    _write_json(out / "lr_find.json", {"model": cfg.model.name, **result.to_dict()})
+    return result
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -19,6 +19,8 @@ from torch import nn
 
 from medcls.config.schema import OptimizerConfig, SchedulerConfig
 from medcls.data.dataset import sample_seed
+from medcls.engine.ema import ModelEma
+from medcls.engine.mixing import BatchMixer
 from medcls.engine.optim import build_optimizer, build_scheduler
 from medcls.evaluation.collector import PredictionCollector
 
@@ -75,6 +77,11 @@ class ClassificationModule(pl.LightningModule):
         scheduler: the ``scheduler`` section.
         seed: base seed; each epoch reseeds the RNGs from ``(seed, epoch)``.
         channels_last: feed inputs in channels-last memory format (CUDA speed-up).
+        mixer: mixup/CutMix of training batches (``None`` or disabled: off).
+        ema_decay: keep an exponential moving average of the weights
+            (:class:`~medcls.engine.ema.ModelEma`); validation, testing, prediction
+            and :attr:`eval_model` then use the averaged weights.
+        ema_warmup: ramp the EMA decay up over the first steps.
     """
 
     def __init__(
@@ -89,9 +96,14 @@ class ClassificationModule(pl.LightningModule):
         scheduler: SchedulerConfig,
         seed: int = 0,
         channels_last: bool = False,
+        mixer: BatchMixer | None = None,
+        ema_decay: float | None = None,
+        ema_warmup: bool = True,
     ) -> None:
         super().__init__()
         self.model = model
+        self.mixer = mixer if mixer is not None and mixer.enabled else None
+        self.ema = ModelEma(model, ema_decay, ema_warmup) if ema_decay is not None else None
         self.criterion = criterion
         self.task = task
         self.classes = list(classes)
@@ -107,8 +119,23 @@ class ClassificationModule(pl.LightningModule):
         self._epoch_start = 0.0
 
     # ------------------------------------------------------------------ model
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are validated, tested and saved: the EMA copy when one is
+        kept, else the trained model."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def drop_ema(self) -> None:
+        """Stops keeping (and evaluating with) the EMA copy, e.g. once its best
+        weights have been loaded into :attr:`model` for the final evaluation."""
+        self.ema = None
+
     def forward(self, batch: dict) -> torch.Tensor:
         return self.model(model_input(self.model, batch, self.modalities, self.channels_last))
+
+    def _eval_forward(self, batch: dict) -> torch.Tensor:
+        model = self.eval_model
+        return model(model_input(model, batch, self.modalities, self.channels_last))
 
     def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.criterion(logits.float(), target)
@@ -138,11 +165,21 @@ class ClassificationModule(pl.LightningModule):
         self._epoch_start = time.perf_counter()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        logits = self(batch)
-        loss = self._loss(logits, batch["target"])
+        if self.mixer is not None:
+            inputs, mixed = self.mixer({m: batch[m] for m in self.modalities}, batch["target"])
+            logits = self({**batch, **inputs})
+            loss = mixed.loss(self._loss, logits)
+        else:
+            logits = self(batch)
+            loss = self._loss(logits, batch["target"])
         self._accumulate("train", loss, batch["target"].shape[0])
         self.log("loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, logger=False)
         return loss
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        if self.ema is not None:
+            self.ema.update(self.model)
 
     # ------------------------------------------------------------- evaluation
     def _eval_start(self) -> None:
@@ -150,7 +187,7 @@ class ClassificationModule(pl.LightningModule):
         self._sums["eval"].zero_()
 
     def _eval_step(self, batch: dict) -> None:
-        logits = self(batch).float()
+        logits = self._eval_forward(batch).float()
         self._accumulate("eval", self._loss(logits, batch["target"]), batch["target"].shape[0])
         self.collector.update(logits, batch["target"], list(batch["id"]))
 
@@ -193,7 +230,7 @@ class ClassificationModule(pl.LightningModule):
         self._eval_end()
 
     def predict_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self(batch).float()
+        return self._eval_forward(batch).float()
 
     # ------------------------------------------------------------- optimiser
     def configure_optimizers(self):

@@ -410,3 +410,48 @@ def plot_training_curves(
             ax.legend(loc="best", frameon=False)
         fig.suptitle(title)
         return _save(fig, path_stem)
+
+
+def plot_lr_finder(
+    lrs: Sequence[float],
+    losses: Sequence[float],
+    smoothed: Sequence[float],
+    suggestion: float,
+    path_stem: str | Path,
+    title: str = "Learning-rate range test",
+) -> FigureFiles:
+    """Plot the training loss against the learning rate (log axis), raw and smoothed,
+    with the suggested rate marked.
+
+    Returns:
+        The PNG and SVG paths.
+
+    Raises:
+        DataError: no losses, or ``lrs`` and ``losses`` of different lengths.
+    """
+    from matplotlib import rc_context
+
+    if not losses or len(lrs) != len(losses) or len(smoothed) != len(losses):
+        raise DataError(
+            f"learning-rate curve: {len(lrs)} rates, {len(losses)} losses and "
+            f"{len(smoothed)} smoothed losses; expected equal, non-zero lengths"
+        )
+    with rc_context(_STYLE):
+        fig = _new_figure(4.8, 3.4)
+        ax = fig.subplots()
+        ax.plot(lrs, losses, color=PALETTE[0], alpha=0.35, linewidth=1.0, label="loss")
+        ax.plot(lrs, smoothed, color=PALETTE[0], linewidth=1.6, label="smoothed")
+        ax.axvline(suggestion, color=PALETTE[1], linestyle="--", linewidth=1.2)
+        at = int(np.argmin(np.abs(np.log(np.asarray(lrs)) - math.log(suggestion))))
+        ax.plot(
+            [suggestion], [smoothed[at]], "o", color=PALETTE[1], label=f"suggested {suggestion:.2g}"
+        )
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("training loss")
+        top = float(np.nanpercentile(smoothed, 95))
+        bottom = float(np.nanmin(smoothed))
+        ax.set_ylim(bottom - 0.05 * abs(bottom), top + 0.1 * abs(top - bottom) + 1e-6)
+        ax.set_title(title)
+        ax.legend(frameon=False)
+        return _save(fig, path_stem)

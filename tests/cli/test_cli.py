@@ -25,7 +25,7 @@ def test_help_does_not_import_heavy_libraries():
 
 
 def test_every_command_has_help(capsys):
-    for command in ("train", "evaluate", "predict", "demo", "models"):
+    for command in ("train", "tune", "evaluate", "predict", "demo", "models"):
         try:
             main([command, "--help"])
         except SystemExit as exc:
@@ -42,7 +42,7 @@ def test_unknown_key_is_one_line_before_any_work(tmp_path, capsys):
         "(valid keys here: max_epochs, accelerator, devices, strategy, num_nodes, precision, "
         "gradient_clip_val, accumulate_grad_batches, monitor, monitor_mode, early_stopping, "
         "cudnn_benchmark, channels_last, sync_batchnorm, progress, log_every_n_steps, "
-        "limit_train_batches)"
+        "limit_train_batches, ema_decay, ema_warmup, effective_batch_size, memory_limit_gb)"
     ]
     assert not (tmp_path / "run").exists()
 

@@ -51,7 +51,7 @@ def test_yaml_file_then_overrides(tmp_path):
         ("trainer.max_epochs=2.5", "trainer.max_epochs: expected int"),
         ("model=resnet", "model: expected a mapping"),
         ("seed=", "seed: a value is required"),
-        ("data.batch_size=true", "data.batch_size: expected int, got True"),
+        ("data.batch_size=true", "data.batch_size: expected int | 'auto', got True"),
         ("noequals", "expected KEY=VALUE"),
     ],
 )
