@@ -17,6 +17,7 @@ from medcls.errors import MedclsError
 # sub-command name -> module under medcls.cli (order = order in --help)
 COMMANDS = (
     "train",
+    "tune",
     "evaluate",
     "predict",
     "explain",
