@@ -158,7 +158,21 @@ def _write_report(study, cfg, rows, keys, best, default, figures, missing, folde
     ]
     if best is not None and default is not None:
         cards.append(("Gain", f"{best.value - default.value:+.4f}", "best - default"))
-    parts = ['<section id="summary"><h2>Summary</h2>' + _cards(cards) + "</section>"]
+    finding = ""
+    by_trial = {r["trial"]: r for r in rows}
+    if best is not None and default is not None and best.number != default.number:
+        test_best, test_default = (
+            by_trial[best.number]["test_auc"],
+            by_trial[default.number]["test_auc"],
+        )
+        if test_best is not None and test_default is not None:
+            finding = (
+                f'<div class="finding">On the held-out test split (not used by the search) the '
+                f"best trial reaches AUC {test_best:.4f} against {test_default:.4f} for the default "
+                "configuration. A gain on a small validation split need not carry over; "
+                "<code>tune.folds</code> makes each trial's score a mean over folds.</div>"
+            )
+    parts = ['<section id="summary"><h2>Summary</h2>' + _cards(cards) + finding + "</section>"]
     sections = [("summary", "Summary")]
     if best is not None:
         sections.append(("best", "Best configuration"))

@@ -56,7 +56,10 @@ class SearchParam:
     def contains(self, value: Any) -> bool:
         """True if ``value`` is a value this distribution can produce."""
         if self.kind == "categorical":
-            return any(value == c and type(value) is type(c) for c in self.choices)
+            # 1 and 1.0 are the same choice; True is not 1
+            return any(
+                value == c and isinstance(value, bool) == isinstance(c, bool) for c in self.choices
+            )
         if isinstance(value, bool) or not isinstance(value, int | float):
             return False
         if self.kind == "int" and not float(value).is_integer():
