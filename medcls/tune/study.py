@@ -102,16 +102,25 @@ def _storage(cfg: ExperimentConfig, folder: Path):
             "postgresql://user:password@host/db"
         )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        storage = RDBStorage(
-            url,
-            heartbeat_interval=cfg.tune.heartbeat_seconds,
-            grace_period=cfg.tune.grace_seconds,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-            engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
-        )
-    except Exception as exc:  # sqlalchemy raises many kinds (driver missing, refused, ...)
-        raise ConfigError(f"tune.storage={url!r}: cannot open the study storage ({exc})") from None
+    for attempt in range(5):
+        try:
+            storage = RDBStorage(
+                url,
+                heartbeat_interval=cfg.tune.heartbeat_seconds,
+                grace_period=cfg.tune.grace_seconds,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+                engine_kwargs={"connect_args": {"timeout": 60}}
+                if url.startswith("sqlite")
+                else None,
+            )
+            break
+        except Exception as exc:  # sqlalchemy raises many kinds (driver missing, refused, ...)
+            # workers started together race to create the tables: the loser retries
+            if attempt == 4 or "already exists" not in str(exc):
+                raise ConfigError(
+                    f"tune.storage={url!r}: cannot open the study storage ({exc})"
+                ) from None
+            time.sleep(1.0 + attempt)
     return storage, url
 
 

@@ -239,3 +239,85 @@ def test_two_workers_split_the_trials(tmp_path):
         logs = folder / "trials" / f"{t.number:04d}" / "logs"
         # each trial trained once, by one worker: one log folder, no resumed copy
         assert sorted(p.name for p in logs.iterdir()) == ["csv", "tensorboard"]
+
+
+# ------------------------------------------------------------ PostgreSQL
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throw-away PostgreSQL server on a Unix socket, where the machine has one."""
+    import shutil
+    import tempfile
+
+    pytest.importorskip("psycopg2")
+    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) on this machine")
+    prefix: list[str] = []
+    root = tempfile.mkdtemp(prefix="mcpg", dir="/tmp")  # short: socket paths are limited
+    if os.geteuid() == 0:  # the server refuses to run as root
+        runuser = shutil.which("runuser")
+        try:
+            import pwd
+
+            pwd.getpwnam("postgres")
+        except KeyError:
+            runuser = None
+        if not runuser:
+            pytest.skip("running as root without a 'postgres' user to start the server as")
+        prefix = [runuser, "-u", "postgres", "--"]
+        shutil.chown(root, "postgres")
+    data, sock = f"{root}/data", root
+    run = lambda *cmd: subprocess.run([*prefix, *cmd], check=True, capture_output=True)  # noqa: E731
+    run(initdb, "-D", data, "-A", "trust", "-U", "medcls")
+    run(
+        pg_ctl,
+        "-D",
+        data,
+        "-w",
+        "-o",
+        f"-k {sock} -c listen_addresses=''",
+        "-l",
+        f"{root}/log",
+        "start",
+    )
+    try:
+        import psycopg2
+
+        conn = psycopg2.connect(dbname="postgres", user="medcls", host=sock)
+        conn.autocommit = True
+        conn.cursor().execute("CREATE DATABASE tune")
+        conn.close()
+        yield f"postgresql+psycopg2://medcls@/tune?host={sock}"
+    finally:
+        subprocess.run(
+            [*prefix, pg_ctl, "-D", data, "-w", "-m", "fast", "stop"], capture_output=True
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_workers_share_a_postgresql_study(tmp_path, postgres_url):
+    raw = _base(tmp_path)
+    raw["tune"].update(trials=3, include_default=False, storage=postgres_url)
+    config = tmp_path / "tune.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    workers = [
+        subprocess.Popen(
+            _cli(config),
+            cwd=tmp_path,
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    for w in workers:
+        assert w.wait(timeout=600) == 0, w.stderr.read().decode()[-3000:]
+    import optuna
+
+    trials = optuna.load_study(study_name="tiny", storage=postgres_url).get_trials()
+    finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert 3 <= len(finished) <= 4
+    assert len({t.number for t in trials}) == len(trials)
+    assert not (tmp_path / "tiny-tune" / "study.db").exists()  # nothing went to SQLite
