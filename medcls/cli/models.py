@@ -7,6 +7,10 @@ Examples::
     medcls models --dims 3 --family hybrid
     medcls models --broken                 # known-broken zoo models and why
     medcls models show monai:densenet121   # tags, default config, stages, CAM layer
+    medcls models show resnet50_3d         # an alias: what it points to
+    medcls models --aliases                # the papers' table names for zoo models
+    medcls models --paper                  # the seed papers whose tables are known
+    medcls models --paper ddsfnet          # one paper's comparison table, our counts beside
     medcls models check                    # zoo health sweep (resumes), writes docs/zoo.md
     medcls models check --pattern "timm3d:*" --limit 20 --timeout-per-model 300
     medcls models check --report-only      # rewrite docs/zoo.md from the results so far
@@ -45,6 +49,20 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--count", action="store_true", help="print only the number of models")
     parser.add_argument(
         "--broken", action="store_true", help="list known-broken zoo models with the reason"
+    )
+    parser.add_argument(
+        "--aliases",
+        action="store_true",
+        help="list the aliases (the papers' table names for zoo models) and their targets",
+    )
+    parser.add_argument(
+        "--paper",
+        nargs="?",
+        const="list",
+        metavar="NAME",
+        help="a seed paper's comparison table: each row's registry name, dims, our "
+        "parameters at the table's setting and the table's figures; without NAME (or "
+        "'list'): the papers",
     )
     parser.add_argument(
         "--spatial-dims",
@@ -175,6 +193,8 @@ def _show(name: str, spatial_dims: int | None, console: Any) -> int:
         "source": info["source"],
         "dims": "/".join(f"{d}D" for d in info["dims"]),
         "family": info["family"] or "?",
+        "alias of": info.get("alias_of") or "",
+        "note": info.get("note") or "",
         "params (1 ch, 2 cls)": f"{info['params']:,} ({_format_params(info['params'])})",
         "paper": info["paper"] or "",
         "described at": f"{info['spatial_dims']}D, input {tuple(info['input_size'])}",
@@ -186,7 +206,8 @@ def _show(name: str, spatial_dims: int | None, console: Any) -> int:
         "stride {reduction})".format(**info["cam_layer"]),
     }
     for key, value in rows.items():
-        tags.add_row(key, str(value))
+        if value or key not in ("alias of", "note"):
+            tags.add_row(key, str(value))
     console.print(tags)
     stages = Table(title="feature stages")
     for column in ("module", "channels", "stride"):
@@ -194,6 +215,69 @@ def _show(name: str, spatial_dims: int | None, console: Any) -> int:
     for stage in info["feature_stages"]:
         stages.add_row(stage["module"], str(stage["num_chs"]), str(stage["reduction"]))
     console.print(stages)
+    return 0
+
+
+def _aliases(patterns: list[str], dims: int | None, console: Any) -> int:
+    from rich.table import Table
+
+    from medcls.models.registry import list_aliases
+
+    aliases = list_aliases(patterns or ["*"], dims=dims)
+    table = Table(title=f"{len(aliases)} aliases (not counted in `medcls models`)")
+    for column in ("alias", "target", "dims", "note"):
+        table.add_column(column)
+    for alias in aliases:
+        dims_text = "/".join(f"{d}D" for d in alias.dims)
+        table.add_row(alias.name, alias.target, dims_text, alias.note)
+    console.print(table)
+    return 0
+
+
+def _paper(name: str, console: Any) -> int:
+    from rich.table import Table
+
+    from medcls.models import paper_tables
+
+    if name == "list":
+        table = Table(title="seed papers with a comparison table (medcls models --paper NAME)")
+        for column in ("NAME", "paper", "table", "rows", "input"):
+            table.add_column(column)
+        for paper in paper_tables.PAPERS.values():
+            size = "x".join(map(str, paper.input_size))
+            table.add_row(paper.key, paper.paper, paper.table, str(len(paper.rows)), size)
+        console.print(table)
+        return 0
+    paper = paper_tables.get_paper(name)
+    size = "x".join(map(str, paper.input_size))
+    table = Table(
+        title=f"{paper.paper}, {paper.table}",
+        caption=f"ours: parameters at {size}, {paper.num_classes} classes. The table's "
+        f"'{paper.params_column}' read as {paper.params_unit}"
+        + (
+            f"; '{paper.computation_column}' as {paper.computation_unit}"
+            if paper.computation_column
+            else ""
+        )
+        + " (see medcls/models/paper_tables.py).",
+    )
+    columns = ("in the table", "registry name", "source", "dims", "params (ours)")
+    for column in (*columns, "table: params", "= params", "ours / table", "table: computation"):
+        table.add_column(column, justify="right" if "params" in column else "left")
+    for row in paper_tables.paper_rows(paper.key):
+        count = row["table_params_count"]
+        table.add_row(
+            row["label"],
+            row["model"] if row["model"] == row["target"] else f"{row['model']} -> {row['target']}",
+            row["source"],
+            f"{row['dims']}D",
+            _format_params(row["params"]),
+            row["table_params"],
+            _format_params(round(count)),
+            f"{row['params'] / count:.2f}",
+            row["table_computation"] or "",
+        )
+    console.print(table)
     return 0
 
 
@@ -258,6 +342,10 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     if args.broken:
         return _broken(console)
+    if args.paper is not None:
+        return _paper(args.paper, console)
+    if args.aliases:
+        return _aliases(args.terms, args.dims, console)
     if args.terms and args.terms[0] == "show":
         if len(args.terms) != 2:
             raise ConfigError("usage: medcls models show NAME (exactly one model name)")

@@ -25,8 +25,10 @@ from medcls.models.registry import (
     FAMILIES,
     SOURCES,
     is_model,
+    list_aliases,
     list_models,
     parse_model_name,
+    register_alias,
     register_model,
 )
 from medcls.models.weights import LoadReport, load_checkpoint
@@ -44,9 +46,11 @@ __all__ = [
     "create_fusion_model",
     "create_model",
     "is_model",
+    "list_aliases",
     "list_models",
     "load_checkpoint",
     "model_info",
     "parse_model_name",
+    "register_alias",
     "register_model",
 ]

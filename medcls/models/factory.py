@@ -15,7 +15,14 @@ from medcls.models.contract import (
     attach_contract,
     check_contract,
 )
-from medcls.models.registry import NATIVE, get_entry, get_source, parse_model_name
+from medcls.models.registry import (
+    NATIVE,
+    ModelAlias,
+    get_alias,
+    get_entry,
+    get_source,
+    parse_model_name,
+)
 from medcls.models.weights import load_checkpoint
 from medcls.models.zoo.families import classify_family, index_entry
 
@@ -34,6 +41,17 @@ def _first_conv_name(model: nn.Module) -> str | None:
     return next(
         (n for n, m in model.named_modules() if isinstance(m, nn.modules.conv._ConvNd)), None
     )
+
+
+def _alias_dims(alias: ModelAlias, spatial_dims: int | None) -> int:
+    """The spatial dims to build an alias with (its first by default), checked."""
+    dims = alias.dims[0] if spatial_dims is None else spatial_dims
+    if dims not in alias.dims:
+        raise ModelError(
+            f"{alias.name} (alias of {alias.target}): spatial_dims={dims} not supported; "
+            f"it stands for {'/'.join(f'{d}D' for d in alias.dims)}"
+        )
+    return dims
 
 
 def _create_native(
@@ -87,9 +105,12 @@ def create_model(
         create_model("timm:convnext_tiny", in_chans=1, num_classes=2)
         create_model("timm3d:resnet18", in_chans=2, num_classes=2)   # e.g. PET + CT
         create_model("monai:densenet121", in_chans=1, num_classes=3, spatial_dims=2)
+        create_model("resnet50_3d", in_chans=2, num_classes=2)   # alias of monai:resnet50, 3D
 
     Args:
-        name: ``"timm:<arch>"``, ``"timm3d:<arch>"``, ``"monai:<net>"`` or a native name.
+        name: ``"timm:<arch>"``, ``"timm3d:<arch>"``, ``"monai:<net>"``, a native name or
+            an alias (:func:`~medcls.models.registry.register_alias`), which builds its
+            target (the returned model's ``model_cfg.name`` is the target).
         in_chans: input channels ``C`` of ``(B, C, *spatial)``.
         num_classes: number of logits (0: no classifier, ``forward`` returns the
             pooled features).
@@ -119,6 +140,17 @@ def create_model(
     if spatial_dims is not None and spatial_dims not in (2, 3):
         raise ModelError(f"create_model({name!r}): spatial_dims={spatial_dims!r}, expected 2 or 3")
     source, arch = parse_model_name(name)
+    alias = get_alias(arch) if source == NATIVE else None
+    if alias is not None:
+        return create_model(
+            alias.target,
+            in_chans=in_chans,
+            num_classes=num_classes,
+            pretrained=pretrained,
+            checkpoint_path=checkpoint_path,
+            spatial_dims=_alias_dims(alias, spatial_dims),
+            **kwargs,
+        )
     use_library_weights = bool(pretrained) and checkpoint_path is None
     if source == NATIVE:
         if use_library_weights:
@@ -156,14 +188,21 @@ def model_info(name: str, *, spatial_dims: int | None = None) -> dict[str, Any]:
 
     Returns:
         ``{"name", "source", "dims", "spatial_dims", "family", "params", "input_size",
-        "config", "feature_stages", "cam_layer", "paper"}``; ``params`` is the
-        parameter count at ``in_chans=1, num_classes=2`` (the medical default), and
-        ``config`` is :meth:`ModelCfg.to_dict`.
+        "config", "feature_stages", "cam_layer", "paper", "alias_of", "note"}``;
+        ``params`` is the parameter count at ``in_chans=1, num_classes=2`` (the medical
+        default), and ``config`` is :meth:`ModelCfg.to_dict`. For an alias, the
+        description of its target with ``name``, ``dims`` and ``note`` of the alias and
+        ``alias_of`` the target (None for other names).
 
     Raises:
         ModelError: an unknown name or a model that cannot be built.
     """
     source, arch = parse_model_name(name)
+    alias = get_alias(arch) if source == NATIVE else None
+    if alias is not None:
+        info = model_info(alias.target, spatial_dims=_alias_dims(alias, spatial_dims))
+        info.update(name=name, dims=list(alias.dims), alias_of=alias.target, note=alias.note)
+        return info
     dims = get_entry(arch).dims if source == NATIVE else get_source(source).dims(arch)
     try:
         with torch.device("meta"):
@@ -185,4 +224,6 @@ def model_info(name: str, *, spatial_dims: int | None = None) -> dict[str, Any]:
         "config": cfg.to_dict(),
         "feature_stages": [vars(s) for s in model.feature_stages],
         "cam_layer": vars(model.cam_layer),
+        "alias_of": None,
+        "note": None,
     }

@@ -5,7 +5,9 @@ A model name means the same thing in the API, the config files and the CLI:
 - ``"timm:<arch>"``: a 2D timm model (any ``timm.list_models()`` name);
 - ``"timm3d:<arch>"``: a 3D timm_3d model;
 - ``"monai:<net>"``: a MONAI classification network, 2D or 3D by ``spatial_dims``;
-- ``"<name>"`` (no prefix): a medcls model registered with :func:`register_model`.
+- ``"<name>"`` (no prefix): a medcls model registered with :func:`register_model`,
+  or an alias registered with :func:`register_alias` (a table's name for a zoo model,
+  e.g. ``"resnet50_3d"`` -> ``"monai:resnet50"``).
 
 Native models register an entrypoint ``fn(*, in_chans, num_classes, spatial_dims,
 **kwargs) -> nn.Module``. The zoo sources live in :mod:`medcls.models.zoo` and are
@@ -28,14 +30,18 @@ from medcls.errors import ModelError
 __all__ = [
     "FAMILIES",
     "SOURCES",
+    "ModelAlias",
     "ModelEntry",
     "ZooSource",
+    "get_alias",
     "get_entry",
     "get_source",
     "is_model",
+    "list_aliases",
     "list_models",
     "model_entrypoint",
     "parse_model_name",
+    "register_alias",
     "register_model",
     "suggest_names",
 ]
@@ -51,6 +57,9 @@ _ZOO_MODULES = {
 SOURCES = (*_ZOO_MODULES, NATIVE)
 # packages whose modules define native models (imported once, on first registry query)
 _NATIVE_PACKAGES = ("medcls.models.paper", "medcls.models.baselines")
+# modules that register aliases (imported after the native packages, so aliases can be
+# checked against the native names they must not shadow)
+_ALIAS_MODULES = ("medcls.models.aliases",)
 
 
 class ZooSource(Protocol):
@@ -105,7 +114,25 @@ class ModelEntry:
         return self.fn.__module__
 
 
+@dataclass(frozen=True)
+class ModelAlias:
+    """Another name for a registered model, registered with :func:`register_alias`.
+
+    Attributes:
+        name: the alias (no prefix), e.g. ``"resnet50_3d"``.
+        target: the model it builds, e.g. ``"monai:resnet50"`` (never another alias).
+        dims: spatial dims the alias stands for (a subset of the target's).
+        note: why this target (shown by ``medcls models show`` and ``--aliases``).
+    """
+
+    name: str
+    target: str
+    dims: tuple[int, ...]
+    note: str = ""
+
+
 _ENTRIES: dict[str, ModelEntry] = {}
+_ALIASES: dict[str, ModelAlias] = {}
 _NATIVE_LOADED = False
 
 DEFAULT_INPUT_SIZE = {2: (224, 224), 3: (64, 64, 64)}
@@ -160,6 +187,11 @@ def register_model(
             raise ModelError(
                 f"register_model({model_name!r}): dims {tuple(dims)} must be 2 and/or 3"
             )
+        if model_name in _ALIASES:
+            raise ModelError(
+                f"register_model: {model_name!r} is already an alias of "
+                f"{_ALIASES[model_name].target!r}"
+            )
         previous = _ENTRIES.get(model_name)
         if previous is not None and (previous.module, previous.fn.__qualname__) != (
             func.__module__,
@@ -185,6 +217,86 @@ def register_model(
     return decorate(fn) if fn is not None else decorate
 
 
+def register_alias(name: str, target: str, *, dims: Sequence[int], note: str = "") -> ModelAlias:
+    """Registers ``name`` as another name for the model ``target``.
+
+    ``create_model(name, ...)`` then builds ``target`` (``spatial_dims`` defaults to
+    the alias's first dims and must be one of ``dims``). Aliases are not listed by
+    :func:`list_models` unless asked (``aliases=True``), so a model is never counted
+    twice.
+
+    Example::
+
+        register_alias("resnet50_3d", "monai:resnet50", dims=(3,), note="3D-ResNet50")
+
+    Args:
+        name: the alias; no ``":"``, not a native model's name.
+        target: a registry name (``"timm:..."``, ``"timm3d:..."``, ``"monai:..."`` or a
+            native name); not an alias.
+        dims: spatial dims the alias stands for.
+        note: why this target.
+
+    Returns:
+        the :class:`ModelAlias`.
+
+    Raises:
+        ModelError: an invalid name or dims, a name that shadows a native model or is
+            already an alias of another target, or a target that is an alias.
+    """
+    if not isinstance(name, str) or not name.strip() or ":" in name:
+        raise ModelError(
+            f"register_alias: alias {name!r} must be a non-empty name without ':' "
+            f"(prefixes {sorted(_ZOO_MODULES)} are reserved for the zoos)"
+        )
+    dims = tuple(int(d) for d in dims)
+    if not dims or any(d not in (2, 3) for d in dims):
+        raise ModelError(f"register_alias({name!r}): dims {dims} must be 2 and/or 3")
+    source, arch = parse_model_name(target)
+    if name in _ENTRIES:
+        raise ModelError(
+            f"register_alias: {name!r} is a native model "
+            f"({_ENTRIES[name].module}); an alias must not shadow it"
+        )
+    if source == NATIVE and arch in _ALIASES:
+        raise ModelError(
+            f"register_alias({name!r}): target {target!r} is itself an alias "
+            f"(of {_ALIASES[arch].target!r}); point to that instead"
+        )
+    alias = ModelAlias(name=name, target=target, dims=dims, note=note)
+    previous = _ALIASES.get(name)
+    if previous is not None and previous.target != target:
+        raise ModelError(
+            f"register_alias: {name!r} is already an alias of {previous.target!r}, not {target!r}"
+        )
+    _ALIASES[name] = alias
+    return alias
+
+
+def get_alias(name: str) -> ModelAlias | None:
+    """The :class:`ModelAlias` registered as ``name``, or None if it is no alias."""
+    _load_native()
+    return _ALIASES.get(name)
+
+
+def list_aliases(
+    pattern: str | Iterable[str] = "*", *, dims: int | None = None
+) -> list[ModelAlias]:
+    """Registered aliases whose name matches ``pattern`` (fnmatch), sorted by name.
+
+    Args:
+        pattern: wildcard(s) over the alias names; several are OR-ed.
+        dims: keep aliases that stand for this many spatial dims.
+    """
+    _load_native()
+    patterns = [pattern] if isinstance(pattern, str) else list(pattern)
+    return [
+        alias
+        for name, alias in sorted(_ALIASES.items())
+        if any(fnmatch.fnmatchcase(name, p) for p in patterns)
+        and (dims is None or dims in alias.dims)
+    ]
+
+
 def _load_native() -> None:
     """Imports every module of the native model packages so their decorators run."""
     global _NATIVE_LOADED
@@ -201,6 +313,8 @@ def _load_native() -> None:
         for info in pkgutil.walk_packages(package.__path__, prefix=f"{package_name}."):
             if not info.name.rsplit(".", 1)[-1].startswith("_"):
                 importlib.import_module(info.name)
+    for module_name in _ALIAS_MODULES:
+        importlib.import_module(module_name)
 
 
 def get_source(prefix: str) -> ZooSource:
@@ -242,6 +356,11 @@ def get_entry(name: str) -> ModelEntry:
     _load_native()
     entry = _ENTRIES.get(name)
     if entry is None:
+        if name in _ALIASES:
+            raise ModelError(
+                f"{name!r} is an alias of {_ALIASES[name].target!r}, not a native model "
+                "entry; create_model and model_info resolve it"
+            )
         raise unknown_model_error(name)
     reason = _excluded_native().get(name)
     if reason is not None:
@@ -284,6 +403,8 @@ def is_model(name: str) -> bool:
         return False
     if source == NATIVE:
         _load_native()
+        if arch in _ALIASES:
+            return is_model(_ALIASES[arch].target)
         return arch in _ENTRIES and arch not in _excluded_native()
     return arch in set(get_source(source).names())
 
@@ -294,6 +415,7 @@ def list_models(
     dims: int | None = None,
     family: str | None = None,
     source: str | None = None,
+    aliases: bool = False,
 ) -> list[str]:
     """Lists model names (prefixed for zoo models) matching the filters.
 
@@ -309,6 +431,9 @@ def list_models(
             ``mlp``); zoo families come from the shipped index, so a model missing from
             it is left out by this filter.
         source: keep one source: ``timm``, ``timm3d``, ``monai`` or ``medcls``.
+        aliases: also list the aliases (:func:`register_alias`; as source ``medcls``,
+            family that of their target). Off by default, so that every model is
+            listed, and counted, once.
 
     Returns:
         sorted names.
@@ -345,13 +470,19 @@ def list_models(
             if family is not None and _name_family(src, name) != family:
                 continue
             out.append(name)
+    if aliases and source in (None, NATIVE):
+        for alias in list_aliases([p for p in patterns if ":" not in p], dims=dims):
+            target_source = parse_model_name(alias.target)[0]
+            if family is not None and _name_family(target_source, alias.target) != family:
+                continue
+            out.append(alias.name)
     return sorted(out)
 
 
 def suggest_names(name: str, n: int = 5) -> list[str]:
     """Returns up to ``n`` registered names closest to ``name`` (difflib)."""
     source, arch = parse_model_name(name) if ":" in name else (None, name)
-    pool = list_models(source=source) if source else list_models()
+    pool = list_models(source=source) if source else list_models(aliases=True)
     matches = difflib.get_close_matches(name, pool, n=n, cutoff=0.6)
     if not matches:  # compare architectures without their prefixes
         by_arch: dict[str, str] = {}
