@@ -42,61 +42,40 @@ HERE = Path(__file__).resolve().parent
 INPUT_2D = (1, 224, 224)
 INPUT_3D = (2, 64, 64, 64)
 
-LDT = "LDTransformer T2"
-L3D = "Light-3Dformer T2"
-CCF = "3D-CConvFormer T3"
-DRL = "DRLTransformer T2"
-MAD = "MADenseNet T3"
-DDSF = "DDSF-Net T2"
 
-# (name in the papers, zoo name or None, papers/tables that list it, note)
-BASELINES_2D: list[tuple[str, str | None, str, str]] = [
-    ("VGG19", "timm:vgg19", f"{DDSF}, {MAD}", ""),
-    ("ResNet101", "timm:resnet101", f"{DDSF}, {MAD}, {DRL}", ""),
-    ("SE-ResNet101", "timm:seresnet101", DDSF, ""),
-    ("DenseNet121", "timm:densenet121", f"{DDSF}, {DRL}", ""),
-    ("EfficientNet-b0", "timm:efficientnet_b0", f"{LDT}, {DDSF}", ""),
-    ("EfficientNet-b4", "timm:efficientnet_b4", f"{DDSF}, {DRL}", ""),
-    ("RegNetX-3.2GF", "timm:regnetx_032", f"{DDSF}, {DRL}, {MAD}", ""),
-    ("MobileNet", "timm:mobilenetv1_100", DRL, "version not stated; V1"),
-    ("MobileNetV3", "timm:mobilenetv3_small_100", LDT, "size not stated; Small 1.0"),
-    ("GhostNet", "timm:ghostnet_100", f"{LDT}, {DRL}", ""),
-    ("DeiT-S", "timm:deit_small_patch16_224", LDT, ""),
-    ("XCiT-S24-16", "timm:xcit_small_24_p16_224", LDT, ""),
-    ("ConvViT", "timm:convit_tiny", LDT, "read as ConViT; smallest size"),
-    ("MobileViT", "timm:mobilevit_s", LDT, "size not stated; S"),
-    ("EdgeNeXt-S", "timm:edgenext_small", LDT, ""),
-    ("EdgeNeXt-B", "timm:edgenext_base", DRL, ""),
-    ("Next-ViT-S", "timm:nextvit_small", LDT, ""),
-    ("Next-ViT-B", "timm:nextvit_base", MAD, ""),
-    ("Swin Transformer", "timm:swin_base_patch4_window7_224", f"{DDSF}, {DRL}, {MAD}",
-     "size not stated; B"),
-    ("ConvNeXt-B", "timm:convnext_base", f"{DRL}, {MAD}", ""),
-    ("PoolFormer-B", "timm:poolformer_m48", MAD, "no PoolFormer 'B'; the largest, M48"),
-    ("T2T-ViT-19", None, LDT, ""),
-    ("MobileFormer", None, LDT, ""),
-    ("NAT (NATransformer)", None, DDSF, "needs the natten kernels"),
-    ("RepLKNet-31B", None, DRL, ""),
-    ("Conformer-B", None, f"{DRL}, {MAD}", ""),
-    ("DSENet", None, MAD, ""),
-]  # fmt: skip
+def _baselines(spatial_dims: int) -> list[tuple[str, str | None, str, str]]:
+    """``(name in the papers, zoo model or None for a native one, tables, note)`` of every
+    comparison model of the seed's tables in ``spatial_dims``, from
+    :mod:`medcls.models.paper_tables` (one place for the table-to-model mapping)."""
+    from medcls.models.paper_tables import all_rows, model_source
+    from medcls.models.registry import get_alias
 
+    papers = {p.model for p, _ in all_rows()}
+    merged: dict[str, dict] = {}
+    for paper, row in all_rows():
+        if paper.spatial_dims != spatial_dims or row.model in papers:
+            continue
+        alias = get_alias(row.model)
+        native = model_source(row.model) == "native"
+        key = row.model if native else alias.target if alias else row.model
+        entry = merged.setdefault(key, {"labels": [], "tables": [], "notes": [], "native": native})
+        for field, value in (("labels", row.label), ("tables", paper.key), ("notes", row.note)):
+            if value and value not in entry[field]:
+                entry[field].append(value)
+    return [
+        (
+            " / ".join(e["labels"]),
+            None if e["native"] else key,
+            ", ".join(e["tables"]),
+            ("native medcls model `" + key + "`; " if e["native"] else "") + "; ".join(e["notes"]),
+        )
+        for key, e in merged.items()
+    ]
+
+
+BASELINES_2D = _baselines(2)
 PAPER_2D = ["ldtransformer_s", "drltransformer_s", "madensenet_s", "ddsfnet_s"]
-
-BASELINES_3D: list[tuple[str, str | None, str, str]] = [
-    ("3D-ResNet50", "monai:resnet50", f"{L3D}, {CCF}", "Med3D layout"),
-    ("3D-EfficientNet-b3", "monai:efficientnet-b3", f"{L3D}, {CCF}", ""),
-    ("3D-ConvNeXt-S", "timm3d:convnext_small", CCF, ""),
-    ("3D-SwinTransformer-S", None, f"{L3D}, {CCF}",
-     "MONAI's SwinTransformer backbone is not a registered classifier"),
-    ("3D-PoolFormer-S24", None, CCF, ""),
-    ("3D-BEVT", None, CCF, ""),
-    ("3D-CoaT-S", None, CCF, "timm3d has CoAtNet, a different model"),
-    ("3D-CvT-13", None, CCF, ""),
-    ("3D-CMT-S", None, CCF, ""),
-    ("3D-NextViT-S", None, CCF, ""),
-]  # fmt: skip
-
+BASELINES_3D = _baselines(3)
 PAPER_3D = ["light3dformer_s", "cconvformer_s"]
 
 
@@ -150,7 +129,8 @@ def _section(title, baselines, papers, size, args, results) -> list[str]:
 def _mapping(baselines) -> list[str]:
     lines = ["| in the papers | listed in | zoo model | note |", "|---|---|---|---|"]
     for label, name, where, note in baselines:
-        lines.append(f"| {label} | {where} | {f'`{name}`' if name else 'not provided'} | {note} |")
+        zoo = f"`{name}`" if name else "native (not a zoo model)"
+        lines.append(f"| {label} | {where} | {zoo} | {note.strip('; ')} |")
     return lines
 
 
