@@ -57,7 +57,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="method option, repeatable: max_channels=64 (Score-/Ablation-CAM), samples=16, "
         "noise=0.15 (SmoothGrad), steps=32 (integrated gradients), window=8, stride=4 "
-        "(occlusion), min_cells=49 (automatic CAM layer)",
+        "(occlusion), min_cells=343 (automatic CAM layer; default 7 per axis), "
+        "upsample=linear (CAM resize; default bspline)",
     )
     seed = parser.add_argument_group("the seed's flags (same as SOURCE and INPUTS)")
     seed.add_argument(
@@ -198,13 +199,13 @@ def _run_check(args: argparse.Namespace, source: str) -> int:
 
 # which options each method takes (--check passes each method only its own)
 _METHOD_OPTIONS = {
-    "scorecam": {"max_channels", "min_cells"},
-    "ablationcam": {"max_channels", "min_cells"},
+    "scorecam": {"max_channels"},
+    "ablationcam": {"max_channels"},
     "smoothgrad": {"samples", "noise"},
     "integrated-gradients": {"steps"},
     "occlusion": {"window", "stride", "per_pass"},
 }
-_CAM_OPTIONS = {"min_cells"}
+_CAM_OPTIONS = {"min_cells", "upsample"}
 
 
 def _per_method(methods: list[str], options: dict, canonical) -> dict[str, dict]:

@@ -79,7 +79,8 @@ def create_explainer(
         batch_size: samples per pass.
         **options: method options (``max_channels`` for Score-/Ablation-CAM,
             ``samples``/``noise`` for SmoothGrad, ``steps`` for integrated gradients,
-            ``window``/``stride`` for occlusion, ``min_cells`` for CAM methods).
+            ``window``/``stride`` for occlusion, ``min_cells`` and ``upsample`` for
+            CAM methods).
 
     Raises:
         ConfigError: an unknown method, or an option the method does not take.

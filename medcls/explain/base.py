@@ -51,6 +51,10 @@ def resize_maps(maps: torch.Tensor, size: Sequence[int], *, nearest: bool = Fals
 
     The mode follows the number of spatial axes (``linear``, ``bilinear``,
     ``trilinear``; ``nearest`` for masks), so 1D, 2D and 3D share one code path.
+    The cells of the grid are taken to tile the output (``align_corners=False``):
+    right for resampling an image between grids of the same extent. A CAM is
+    resized with :func:`medcls.explain.centres.resize_to_input` instead, on its
+    layer's measured cell centres.
     """
     size = tuple(int(s) for s in size)
     if tuple(maps.shape[1:]) == size:

@@ -3,8 +3,9 @@
 :class:`BaseCAM` owns the pipeline: it hooks the target layer(s), runs the forward
 pass, takes the gradient of the target class score with respect to the layer
 output, reads the output as ``(B, C, *grid)`` (:mod:`medcls.explain.layers`),
-applies the ReLU, resizes to the input grid and averages layers. Each method
-overrides one thing: :meth:`BaseCAM.channel_weights` (Grad-CAM, Grad-CAM++,
+applies the ReLU, resizes to the input grid (each cell's value on the cell's
+centre, measured during the forward pass: :mod:`medcls.explain.centres`) and
+averages layers. Each method overrides one thing: :meth:`BaseCAM.channel_weights` (Grad-CAM, Grad-CAM++,
 XGrad-CAM, Score-CAM, Ablation-CAM) or :meth:`BaseCAM.layer_map` (HiRes-CAM,
 Layer-CAM, Eigen-CAM).
 
@@ -28,9 +29,9 @@ import torch
 from torch import nn
 
 from medcls.errors import ConfigError, ModelError
-from medcls.explain.base import Explainer, TargetLike, normalize_maps, resize_maps
+from medcls.explain.base import Explainer, TargetLike, normalize_maps
+from medcls.explain.centres import UPSAMPLE_MODES, CellCentres, CentreTracker, resize_to_input
 from medcls.explain.layers import (
-    DEFAULT_MIN_CELLS,
     LayerSpec,
     LayerView,
     first_tensor,
@@ -85,6 +86,9 @@ class LayerContext:
         spec: the layer.
         view: how the layer's output is laid out.
         module: the layer's module.
+        centres: where the layer's cells lie on the input grid, as measured during
+            the forward pass (None: not measured; the cells are assumed to tile the
+            input, as a patch embedding's do).
     """
 
     explainer: BaseCAM
@@ -94,6 +98,7 @@ class LayerContext:
     spec: LayerSpec
     view: LayerView
     module: nn.Module
+    centres: CellCentres | None = None
 
     @property
     def spatial_size(self) -> tuple[int, ...]:
@@ -109,7 +114,13 @@ class BaseCAM(Explainer):
             None / ``"auto"``: the contract's CAM layer, moved to an earlier stage when
             its grid has fewer than ``min_cells`` cells; ``"contract"``: the contract's
             layer as is.
-        min_cells: fewest grid cells the automatic layer choice accepts.
+        min_cells: fewest grid cells the automatic layer choice accepts (default 7
+            per axis: 49 in 2D, 343 in 3D).
+        upsample: how the layer's map is resized to the input, each cell's value on
+            the cell's centre as measured in the forward pass (see
+            :mod:`medcls.explain.centres`): ``"bspline"`` (default; the peak can lie
+            between cell centres) or ``"linear"`` (bilinear/trilinear, the classic
+            resize; the peak is always on a cell centre).
         modalities: see :class:`~medcls.explain.base.Explainer`.
         batch_size: samples per pass (forward passes per pass for Score-/Ablation-CAM).
     """
@@ -122,15 +133,21 @@ class BaseCAM(Explainer):
         model: nn.Module,
         *,
         layer: str | Sequence[str] | None = None,
-        min_cells: int = DEFAULT_MIN_CELLS,
+        min_cells: int | None = None,
+        upsample: str = "bspline",
         modalities: Sequence[str] | Mapping[str, int] | None = None,
         batch_size: int = 16,
     ) -> None:
         super().__init__(model, modalities=modalities, batch_size=batch_size)
-        if isinstance(min_cells, bool) or not isinstance(min_cells, int) or min_cells < 1:
-            raise ConfigError(f"min_cells: expected an integer >= 1, got {min_cells!r}")
+        if min_cells is not None and (
+            isinstance(min_cells, bool) or not isinstance(min_cells, int) or min_cells < 1
+        ):
+            raise ConfigError(f"min_cells: expected None or an integer >= 1, got {min_cells!r}")
+        if upsample not in UPSAMPLE_MODES:
+            raise ConfigError(f"upsample: expected one of {list(UPSAMPLE_MODES)}, got {upsample!r}")
         self.layer = layer
         self.min_cells = min_cells
+        self.upsample = upsample
 
     # --------------------------------------------------------- method hooks
     def channel_weights(
@@ -168,9 +185,12 @@ class BaseCAM(Explainer):
 
         names = list(dict.fromkeys(s.module for s in specs))
         handles = [modules[n].register_forward_hook(make_hook(n)) for n in names]
+        tracker = CentreTracker()
         try:
-            with torch.set_grad_enabled(self.uses_gradients):
+            with torch.set_grad_enabled(self.uses_gradients), tracker:
                 ins = tuple(t.requires_grad_(self.uses_gradients) for t in inputs)
+                for t in ins:
+                    tracker.register_input(t)
                 logits = self.forward(*ins)
         finally:
             for h in handles:
@@ -214,11 +234,14 @@ class BaseCAM(Explainer):
                     "Transformer's last block when the head reads only the class token?); "
                     "choose an earlier --layer"
                 )
+            centres = tracker.centres(captured[spec.module], view.grid_axes(act.ndim))
             ctx = LayerContext(
-                self, inputs, targets, logits.detach(), spec, view, modules[spec.module]
+                self, inputs, targets, logits.detach(), spec, view, modules[spec.module], centres
             )
             cam = torch.relu(self.layer_map(acts, g, ctx))
-            maps_by_modality.setdefault(spec.modality, []).append(resize_maps(cam, spatial))
+            maps_by_modality.setdefault(spec.modality, []).append(
+                resize_to_input(cam, spatial, centres, mode=self.upsample)
+            )
         maps = self._combine(maps_by_modality)
         return {
             "maps": maps,
@@ -385,7 +408,11 @@ class ScoreCAM(_PerChannelCAM):
             for i in range(b):
                 for start in range(0, chosen.shape[1], step):
                     idx = chosen[i, start : start + step]
-                    masks = normalize_maps(resize_maps(acts[i, idx], ctx.spatial_size))
+                    masks = normalize_maps(
+                        resize_to_input(
+                            acts[i, idx], ctx.spatial_size, ctx.centres, mode=self.upsample
+                        )
+                    )
                     masked = tuple(x[i : i + 1] * masks[:, None] for x in ctx.inputs)
                     out = self.forward(*masked)
                     scores[i, idx] = out[:, ctx.targets[i]].float()

@@ -5,9 +5,10 @@ The default layer comes from the model contract (``model.cam_layer``, see
 here, from the model and the *actual* input, never from a hard-coded grid:
 
 - **Which layer.** The contract's layer, unless its grid at the given input size has
-  fewer than ``min_cells`` cells (default 49, the 7x7 map of classic Grad-CAM at
-  224²; a 3D CNN's last map is 2x2x2 = 8 cells at 64³ and 1 cell at 32³): then the
-  deepest feature stage whose grid has at least ``min_cells`` cells.
+  fewer than ``min_cells`` cells (default: 7 per axis, the 7x7 map of classic
+  Grad-CAM at 224², so 49 in 2D and 7x7x7 = 343 in 3D; a 3D CNN's last map is
+  2x2x2 at 64³ and 1 cell at 32³): then the deepest feature stage whose grid has at
+  least ``min_cells`` cells.
 - **How to read its output.** A layer returns a channels-first map
   ``(B, C, *grid)``, a channels-last map ``(B, *grid, C)`` (Swin, Hiera) or tokens
   ``(B, N, C)``. :func:`read_layer_output` turns any of them into
@@ -31,18 +32,21 @@ from medcls.errors import ModelError
 from medcls.models.contract import CamLayer
 
 __all__ = [
-    "DEFAULT_MIN_CELLS",
+    "DEFAULT_CELLS_PER_AXIS",
     "LayerSpec",
     "LayerView",
     "default_layers",
+    "default_min_cells",
     "read_layer_output",
     "resolve_layers",
     "token_grid",
 ]
 
 #: the default layer is moved to an earlier stage when its grid has fewer cells than
-#: this: the 7x7 map of classic Grad-CAM (ResNet at 224²); 4x4x4 in 3D passes
-DEFAULT_MIN_CELLS = 49
+#: this many per axis, to the power of the number of axes: the 7x7 map of classic
+#: Grad-CAM (ResNet at 224²); 7x7x7 in 3D, where a 4x4x4 grid (64 cells) is as coarse
+#: along each axis as a 4x4 map in 2D
+DEFAULT_CELLS_PER_AXIS = 7
 _MAX_PREFIX_TOKENS = 16
 
 
@@ -76,6 +80,15 @@ class LayerView:
     layout: str
     grid: tuple[int, ...]
     num_prefix_tokens: int = 0
+
+    def grid_axes(self, ndim: int) -> tuple[int, ...]:
+        """The axes of the layer's native output (of ``ndim`` axes) that form the grid
+        (none for tokens, whose grid is a reshape)."""
+        if self.layout == "channels_first":
+            return tuple(range(2, ndim))
+        if self.layout == "channels_last":
+            return tuple(range(1, ndim - 1))
+        return ()
 
     def to_channels_first(self, out: torch.Tensor) -> torch.Tensor:
         """The layer output as ``(B, C, *grid)``."""
@@ -210,17 +223,22 @@ def read_layer_output(
     )
 
 
+def default_min_cells(spatial_dims: int) -> int:
+    """The automatic layer choice's fewest grid cells: 7 per axis (49 in 2D, 343 in 3D)."""
+    return DEFAULT_CELLS_PER_AXIS**spatial_dims
+
+
 def default_layers(
     model: nn.Module,
     spatial_size: Sequence[int] | None = None,
     *,
-    min_cells: int = DEFAULT_MIN_CELLS,
+    min_cells: int | None = None,
 ) -> list[LayerSpec]:
     """The layer(s) a CAM method hooks when the user names none.
 
     The contract's ``cam_layer``; when its grid at ``spatial_size`` has fewer than
     ``min_cells`` cells, the deepest of ``model.feature_stages`` whose grid has at
-    least ``min_cells`` cells (if one exists). A model with one branch per modality
+    least ``min_cells`` cells, or, if none has, the finest stage. A model with one branch per modality
     may declare ``cam_layers`` (modality -> :class:`CamLayer`): each branch then gets
     its own layer, chosen by the same rule among the feature stages of its branch
     (those whose module name shares the longest dotted prefix with the branch's layer).
@@ -228,11 +246,14 @@ def default_layers(
     Args:
         model: a model following the medcls contract.
         spatial_size: the input's spatial shape (None: use the contract's layer as is).
-        min_cells: the fewest grid cells a useful map needs.
+        min_cells: the fewest grid cells a useful map needs (None:
+            :func:`default_min_cells` of the input's number of axes).
 
     Raises:
         ModelError: the model declares no ``cam_layer``.
     """
+    if min_cells is None and spatial_size is not None:
+        min_cells = default_min_cells(len(spatial_size))
     stages = list(getattr(model, "feature_stages", []) or [])
     branches = getattr(model, "cam_layers", None)
     if isinstance(branches, dict) and branches:
@@ -272,10 +293,12 @@ def _default_layer(
     cam: CamLayer,
     stages: Sequence,
     spatial_size: Sequence[int] | None,
-    min_cells: int,
+    min_cells: int | None,
 ) -> LayerSpec:
-    """``cam``, or the deepest of ``stages`` with at least ``min_cells`` cells if it has fewer."""
-    if spatial_size is None or not cam.reduction:
+    """``cam``, or the deepest of ``stages`` with at least ``min_cells`` cells if it has
+    fewer; when no stage has that many (a small input), the finest of ``stages`` that is
+    finer than ``cam``, so the map is as detailed as the model allows."""
+    if spatial_size is None or min_cells is None or not cam.reduction:
         return LayerSpec(cam.module, cam)
 
     def cells(reduction: int) -> int:
@@ -289,7 +312,11 @@ def _default_layer(
         if stage.reduction < cam.reduction and cells(stage.reduction) >= min_cells
     ]
     if not finer:
-        return LayerSpec(cam.module, cam)
+        finer = [stage for stage in stages if stage.reduction < cam.reduction]
+        if not finer:
+            return LayerSpec(cam.module, cam)
+        finest = max(range(len(finer)), key=lambda i: (-finer[i].reduction, i))
+        return LayerSpec(finer[finest].module)
     deepest = max(range(len(finer)), key=lambda i: (finer[i].reduction, i))
     return LayerSpec(finer[deepest].module)
 
@@ -299,7 +326,7 @@ def resolve_layers(
     layer: str | Sequence[str] | None = None,
     spatial_size: Sequence[int] | None = None,
     *,
-    min_cells: int = DEFAULT_MIN_CELLS,
+    min_cells: int | None = None,
 ) -> list[LayerSpec]:
     """The layers to hook: the user's (names, or one comma-separated string) or the default.
 

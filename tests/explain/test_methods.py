@@ -207,8 +207,12 @@ def test_coarse_default_layer_moves_to_an_earlier_stage():
     result = explain(model, torch.randn(1, 1, 32, 32), "gradcam", layer=["layer3", "layer4"])
     assert result.layers == ("layer3", "layer4")
     volume = create_model("timm3d:resnet10t", in_chans=2, num_classes=2)
-    assert [s.module for s in resolve_layers(volume, None, (32, 32, 32))] == ["layer2"]  # 4x4x4
-    assert [s.module for s in resolve_layers(volume, None, (64, 64, 64))] == ["layer3"]
+    # 7 cells per axis in 3D too: 8x8x8, not the 4x4x4 grid that 49 cells would accept
+    assert [s.module for s in resolve_layers(volume, None, (32, 32, 32))] == ["layer1"]
+    assert [s.module for s in resolve_layers(volume, None, (64, 64, 64))] == ["layer2"]
+    assert [s.module for s in resolve_layers(volume, None, (32, 32, 32), min_cells=49)] == [
+        "layer2"
+    ]
 
 
 def test_token_grid():
@@ -308,11 +312,15 @@ def test_gradcam_end_to_end_agrees_with_pytorch_grad_cam_2d():
 
     from medcls.models import create_model
 
+    # pytorch-grad-cam resizes bilinearly as if the cells tiled the image, which is
+    # where a ConvNeXt's cells are (patchify stem, 2x2 stride-2 downsampling)
     torch.manual_seed(1)
-    model = create_model("timm:resnet10t", in_chans=1, num_classes=2).eval()
-    x = torch.randn(2, 1, 32, 32)
-    ours = explain(model, x, "gradcam", target=1, layer="layer2").maps["image"]
-    with pgc.GradCAM(model, [model.layer2]) as cam:
+    model = create_model("timm:convnext_atto", in_chans=1, num_classes=2).eval()
+    x = torch.randn(2, 1, 64, 64)
+    layer = model.get_submodule("stages.1")
+    ours = explain(model, x, "gradcam", target=1, layer="stages.1", upsample="linear")
+    ours = ours.maps["image"]
+    with pgc.GradCAM(model, [layer]) as cam:
         theirs = torch.from_numpy(cam(x, [ClassifierOutputTarget(1)] * 2))
     corr = torch.corrcoef(torch.stack([ours.flatten(), theirs.flatten()]))[0, 1]
     assert float(corr) > 0.99
