@@ -357,12 +357,12 @@ def _setup_training(cfg: ExperimentConfig, run_dir: Path | None):
         ``(datamodule, model, module)``.
     """
     import lightning.pytorch as pl
-    import torch
 
     from medcls.data.datamodule import ClassificationDataModule
     from medcls.engine.losses import build_loss, resolve_class_weights
     from medcls.engine.mixing import BatchMixer
     from medcls.engine.module import ClassificationModule, seed_all
+    from medcls.models import to_channels_last
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = ClassificationDataModule(cfg, run_dir, progress=cfg.trainer.progress)
@@ -387,8 +387,7 @@ def _setup_training(cfg: ExperimentConfig, run_dir: Path | None):
     cuda = _cuda_wanted(cfg.trainer.accelerator)
     channels_last = _switch(cfg.trainer.channels_last, cuda)
     if channels_last:
-        fmt = torch.channels_last if dm.spatial_dims == 2 else torch.channels_last_3d
-        model = model.to(memory_format=fmt)
+        model = to_channels_last(model, dm.spatial_dims)
     aug = cfg.augment
     module = ClassificationModule(
         model,

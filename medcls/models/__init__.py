@@ -19,7 +19,7 @@ from medcls.models.contract import (
     ModelCfg,
     check_contract,
 )
-from medcls.models.factory import create_model, model_info
+from medcls.models.factory import create_model, model_info, to_channels_last
 from medcls.models.fusion import FUSION_MODES, create_fusion_model
 from medcls.models.registry import (
     FAMILIES,
@@ -53,4 +53,5 @@ __all__ = [
     "parse_model_name",
     "register_alias",
     "register_model",
+    "to_channels_last",
 ]

@@ -26,7 +26,7 @@ from medcls.models.registry import (
 from medcls.models.weights import load_checkpoint
 from medcls.models.zoo.families import classify_family, index_entry
 
-__all__ = ["create_model", "model_info"]
+__all__ = ["create_model", "model_info", "to_channels_last"]
 
 logger = logging.getLogger(__name__)
 
@@ -227,3 +227,21 @@ def model_info(name: str, *, spatial_dims: int | None = None) -> dict[str, Any]:
         "alias_of": None,
         "note": None,
     }
+
+
+def to_channels_last(model: nn.Module, spatial_dims: int) -> nn.Module:
+    """Stores the convolution weights of ``model`` channels-last, in place; returns it.
+
+    ``nn.Module.to(memory_format=...)`` converts every 4-D and 5-D parameter and fails
+    on a tensor of the other rank (a 2D model with 5-D expert kernels, a 3D model with
+    4-D ones). Here only parameters and buffers of rank ``spatial_dims + 2`` change.
+    """
+    fmt = {2: torch.channels_last, 3: torch.channels_last_3d}.get(spatial_dims)
+    if fmt is None:
+        raise ModelError(f"to_channels_last: spatial_dims={spatial_dims}, expected 2 or 3")
+    rank = spatial_dims + 2
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.ndim == rank:
+                tensor.data = tensor.data.contiguous(memory_format=fmt)
+    return model

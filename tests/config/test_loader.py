@@ -97,3 +97,14 @@ def test_every_key_is_documented():
                 continue
             pending += [arg for arg in get_args(tp) if dataclasses.is_dataclass(arg)]
             assert re.search(rf"`[^`\n]*\b{name}\b[^`\n]*`", text), f"{schema.__name__}.{name}"
+
+
+def test_bare_on_off_switches_read_as_words(tmp_path):
+    """YAML 1.1 reads ``on``/``off`` as booleans; the auto/on/off switches accept them."""
+    path = tmp_path / "c.yaml"
+    path.write_text("trainer:\n  channels_last: off\n  cudnn_benchmark: on\n")
+    cfg = load_config(path, ["trainer.channels_last=on"])
+    assert (cfg.trainer.channels_last, cfg.trainer.cudnn_benchmark) == ("on", "on")
+    assert load_config(path).trainer.channels_last == "off"
+    with pytest.raises(ConfigError, match="trainer.monitor_mode"):
+        load_config(None, ["trainer.monitor_mode=true"])  # no on/off choice: still an error

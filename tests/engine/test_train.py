@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -182,3 +183,15 @@ def test_ddp_two_processes_match_one_process(tmp_path):
     assert _metrics(run_dir)["test"]["auc"] == pytest.approx(
         single.metrics["test"]["auc"], abs=1e-6
     )
+
+
+def test_channels_last_training_of_a_model_with_expert_kernels(tmp_path):
+    """trainer.channels_last=on trains LDTransformer, whose 5-D expert kernels made
+    ``Module.to(memory_format=channels_last)`` raise on every CUDA run before."""
+    overrides = tiny_xray_overrides(tmp_path / "cl", epochs=1)
+    overrides = [o for o in overrides if not o.startswith("model.name=")]
+    result = train(
+        None, [*overrides, "model.name=ldtransformer_tiny", "trainer.channels_last=on"]
+    )
+    metrics = _metrics(result.run_dir)
+    assert math.isfinite(metrics["test"]["loss"])

@@ -202,3 +202,30 @@ def test_timm3d_densenet_gets_a_forward_head():
     x = torch.randn(2, 1, 32, 32, 32)
     check_contract(model, x)
     assert next(iter(model.state_dict())).startswith("features.")
+
+
+@pytest.mark.parametrize(
+    ("name", "spatial_dims", "in_chans"),
+    [("ldtransformer_tiny", 2, 1), ("ldtransformer_tiny", 3, 1), ("light3dformer_tiny", 3, 2)],
+)
+def test_to_channels_last_converts_only_matching_ranks(name, spatial_dims, in_chans):
+    """Models with expert kernels of another rank convert where Module.to() raises."""
+    from medcls.models import to_channels_last
+
+    torch.manual_seed(0)
+    model = create_model(name, in_chans=in_chans, num_classes=2, spatial_dims=spatial_dims).eval()
+    fmt = torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
+    ranks = {p.ndim for p in model.parameters()}
+    if name.startswith("ldtransformer"):
+        assert spatial_dims + 3 in ranks  # the per-sample expert kernels: one rank more
+    if name.startswith("ldtransformer") and spatial_dims == 2:  # 5-D expert kernels in 2D
+        with pytest.raises(RuntimeError, match="channels_last"):
+            copy.deepcopy(model).to(memory_format=fmt)
+    x = torch.randn(2, in_chans, *([16] * spatial_dims))
+    expected = model(x)
+    assert to_channels_last(model, spatial_dims) is model
+    converted = [p for p in model.parameters() if p.ndim == spatial_dims + 2]
+    assert converted and all(p.is_contiguous(memory_format=fmt) for p in converted)
+    torch.testing.assert_close(model(x.contiguous(memory_format=fmt)), expected)
+    with pytest.raises(ModelError, match="spatial_dims=1"):
+        to_channels_last(model, 1)
