@@ -490,6 +490,11 @@ class TrainerConfig:
         cudnn_benchmark: let cuDNN pick the fastest kernels for fixed input sizes
             (``auto`` = on when training on CUDA).
         channels_last: channels-last memory format on CUDA (``auto`` = on for CUDA).
+        compile: run the model through ``torch.compile``: ``on`` (its default mode),
+            ``reduce-overhead`` (adds CUDA graphs: for small models whose GPU step is
+            bound by per-operation launch cost, see docs/models_paper.md "Training
+            speed"), ``max-autotune``; ``off`` = eager. The first steps are slow
+            while it compiles; the checkpoints are the same either way.
         sync_batchnorm: synchronise batch-norm statistics across DDP processes
             (CUDA only: PyTorch's SyncBatchNorm does not run on CPU).
         progress: show a progress bar.
@@ -521,6 +526,7 @@ class TrainerConfig:
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     cudnn_benchmark: Literal["auto", "on", "off"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
+    compile: Literal["off", "on", "reduce-overhead", "max-autotune"] = "off"
     sync_batchnorm: bool = True
     progress: bool = True
     log_every_n_steps: int = 10

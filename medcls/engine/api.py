@@ -402,6 +402,7 @@ def _setup_training(cfg: ExperimentConfig, run_dir: Path | None):
         mixer=BatchMixer(aug.mixup_alpha, aug.cutmix_alpha, aug.mix_prob, aug.mix_switch_prob),
         ema_decay=cfg.trainer.ema_decay,
         ema_warmup=cfg.trainer.ema_warmup,
+        compile_mode=cfg.trainer.compile,
     )
     return dm, model, module
 

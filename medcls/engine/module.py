@@ -82,6 +82,9 @@ class ClassificationModule(pl.LightningModule):
             (:class:`~medcls.engine.ema.ModelEma`); validation, testing, prediction
             and :attr:`eval_model` then use the averaged weights.
         ema_warmup: ramp the EMA decay up over the first steps.
+        compile_mode: ``trainer.compile``: ``off``, ``on`` (``torch.compile``'s default
+            mode), ``reduce-overhead`` or ``max-autotune``. Training and the evaluation
+            of :attr:`model` run compiled; an EMA copy is evaluated eagerly.
     """
 
     def __init__(
@@ -99,9 +102,17 @@ class ClassificationModule(pl.LightningModule):
         mixer: BatchMixer | None = None,
         ema_decay: float | None = None,
         ema_warmup: bool = True,
+        compile_mode: str = "off",
     ) -> None:
         super().__init__()
         self.model = model
+        # the compiled wrapper shares the model's parameters; kept out of the module
+        # tree so that state dicts and checkpoints hold each weight once
+        compiled = None
+        if compile_mode != "off":
+            mode = None if compile_mode == "on" else compile_mode
+            compiled = torch.compile(model, mode=mode)
+        object.__setattr__(self, "_compiled", compiled)
         self.mixer = mixer if mixer is not None and mixer.enabled else None
         self.ema = ModelEma(model, ema_decay, ema_warmup) if ema_decay is not None else None
         self.criterion = criterion
@@ -131,11 +142,13 @@ class ClassificationModule(pl.LightningModule):
         self.ema = None
 
     def forward(self, batch: dict) -> torch.Tensor:
-        return self.model(model_input(self.model, batch, self.modalities, self.channels_last))
+        net = self._compiled if self._compiled is not None else self.model
+        return net(model_input(self.model, batch, self.modalities, self.channels_last))
 
     def _eval_forward(self, batch: dict) -> torch.Tensor:
         model = self.eval_model
-        return model(model_input(model, batch, self.modalities, self.channels_last))
+        net = self._compiled if self._compiled is not None and model is self.model else model
+        return net(model_input(model, batch, self.modalities, self.channels_last))
 
     def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.criterion(logits.float(), target)
