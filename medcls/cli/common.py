@@ -51,3 +51,20 @@ def print_run_summary(run_dir: Path, metrics: dict[str, Any]) -> None:
     for name in ("metrics.json", "figures", "checkpoints", "history.csv"):
         if (run_dir / name).exists():
             out.print(f"  {run_dir / name}", highlight=False)
+
+
+def console(**kwargs: Any):
+    """A rich console for tables on standard output.
+
+    On a terminal it takes the terminal's width. Written to a file or a pipe, rich
+    would fold tables into 80 columns; there it gets 200 (``COLUMNS`` still wins), so
+    a saved listing keeps one row per line.
+    """
+    import os
+    import sys
+
+    from rich.console import Console
+
+    if "width" not in kwargs and not sys.stdout.isatty() and "COLUMNS" not in os.environ:
+        kwargs["width"] = 200
+    return Console(**kwargs)

@@ -335,11 +335,10 @@ def _check(args: argparse.Namespace, console: Any) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Runs ``medcls models``; returns the exit status."""
-    from rich.console import Console
-
+    from medcls.cli.common import console as make_console
     from medcls.errors import ConfigError
 
-    console = Console()
+    console = make_console()
     if args.broken:
         return _broken(console)
     if args.paper is not None:

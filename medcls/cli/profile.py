@@ -185,8 +185,9 @@ def format_rows(rows: list[dict[str, Any]], fmt: str, *, latency: bool = True) -
 
 
 def _print_terminal(rows: list[dict[str, Any]], latency: bool) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from medcls.cli.common import console
 
     headers, cells = table_rows(rows, latency=latency)
     table = Table(title=f"{len(rows)} model(s), one sample")
@@ -194,7 +195,7 @@ def _print_terminal(rows: list[dict[str, Any]], latency: bool) -> None:
         table.add_column(header, justify="left" if i < 2 else "right")
     for line in cells:
         table.add_row(*line)
-    Console().print(table)
+    console().print(table)
 
 
 def run(args: argparse.Namespace) -> int:
