@@ -255,3 +255,33 @@ def test_timm3d_fixed_size_models_default_to_the_standard_3d_size():
     assert timm3d._default_kwargs("resnet18", False, {}) == {}  # any size works
     assert get_source("timm")._default_kwargs("vit_base_patch16_384", False, {}) == {}
     assert index_entry("timm3d:coatnet_pico_rw_224")["input_size"] == [64, 64, 64]
+
+
+@pytest.mark.parametrize("name", ["timm3d:efficientnet_b1_pruned", "timm3d:resnetaa50"])
+def test_timm3d_variants_fixed_by_the_adapter(name):
+    """Anti-aliased ResNets (aa_layer given as AvgPool3d) and pruned EfficientNets /
+    ECA-ResNets (channel lists from timm) build, train and keep 2D's channel counts."""
+    import torch
+
+    from medcls.models import create_model
+
+    assert name in list_models("timm3d:*")
+    model = create_model(name, in_chans=1, num_classes=2)
+    logits = model(torch.randn(2, 1, 32, 32, 32))
+    logits.sum().backward()
+    assert logits.shape == (2, 2)
+    assert all(p.grad is not None for p in model.parameters())
+    twin = create_model(name.replace("timm3d:", "timm:"), in_chans=1, num_classes=2)
+    assert model.num_features == twin.num_features
+    convs = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv3d)]
+    twin_convs = [m.out_channels for m in twin.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs == twin_convs  # the pruned widths, layer by layer
+
+
+def test_sweep_checks_again_a_model_an_adapter_fixed(tmp_path):
+    out = tmp_path / "health.jsonl"
+    name = "timm3d:efficientnet_b1_pruned"
+    out.write_text(json.dumps({"name": name, "status": "excluded", "reason": "old"}) + "\n")
+    summary = run_sweep(out, names=[name], jobs=0, progress=False, size=16)
+    assert summary.checked == 1
+    assert load_records(out)[name]["status"] == "pass"

@@ -507,6 +507,8 @@ def run_sweep(
 
     Names already recorded in ``out`` are skipped (with ``retry_failed``, names whose
     latest record failed or was skipped are checked again), so the sweep resumes after an interruption.
+    A name recorded as excluded that is listed again (an adapter now fixes it) is
+    checked again.
 
     Args:
         out: the JSON-lines results file (created with its folder if missing).
@@ -536,10 +538,16 @@ def run_sweep(
     path.parent.mkdir(parents=True, exist_ok=True)
     todo = list(names) if names is not None else sweep_names(patterns, order=order)
     seen, done = _file_state(path), load_records(path)
+    from medcls.models.zoo import broken_models
+
+    broken = broken_models()
     pending = [
         n
         for n in todo
-        if n not in done or (retry_failed and done[n].get("status") in ("fail", "skipped"))
+        if n not in done
+        or (retry_failed and done[n].get("status") in ("fail", "skipped"))
+        # recorded as excluded, but an adapter fix has listed it since
+        or (done[n].get("status") == "excluded" and n not in broken)
     ]
     skipped_done = len(todo) - len(pending)
     if limit is not None:

@@ -60,18 +60,17 @@ _BROKEN_2D = (
         only_if_not_rgb=True,
     ),
 )
+# timm_3d's pruned variants whose channel lists (``_pruned/<name>.txt``) the package
+# does not ship; timm ships the same lists, which only give channel counts, so they hold
+# for 3D too (see _adapt_pruned_from_timm)
+_PRUNED_FROM_TIMM = (
+    "ecaresnet50d_pruned",
+    "ecaresnet101d_pruned",
+    "efficientnet_b1_pruned",
+    "efficientnet_b2_pruned",
+    "efficientnet_b3_pruned",
+)
 _BROKEN_3D = (
-    BrokenRule("*aa*", "timm_3d bug: AvgPool2d(channels=) in the anti-aliased variants"),
-    *(
-        BrokenRule(name, "timm_3d package lacks its pruning config file")
-        for name in (  # efficientnet_el_pruned and efficientnet_es_pruned work
-            "ecaresnet50d_pruned",
-            "ecaresnet101d_pruned",
-            "efficientnet_b1_pruned",
-            "efficientnet_b2_pruned",
-            "efficientnet_b3_pruned",
-        )
-    ),
     *(
         BrokenRule(name, _WINDOW_REASON)
         for name in (
@@ -207,6 +206,8 @@ class TimmSource:
         if rule is not None and not (rule.only_if_not_rgb and in_chans == 3):
             raise ModelError(f"{name} is known to fail: {rule.reason}")
         kwargs = {**self._default_kwargs(arch, pretrained, kwargs), **kwargs}
+        if self.library == "timm_3d" and base in _PRUNED_FROM_TIMM:
+            _install_pruned_lists()
         try:
             model = self.lib.create_model(
                 arch, pretrained=pretrained, in_chans=in_chans, num_classes=num_classes, **kwargs
@@ -245,7 +246,15 @@ class TimmSource:
         pretrained weights to match, they are built for medcls's standard 3D input
         (``img_size=64``) instead. Pass ``img_size`` to choose another size.
         """
-        if self.spatial_dims != 3 or pretrained or "img_size" in kwargs:
+        if self.spatial_dims != 3:
+            return {}
+        base = arch.split(".", 1)[0]
+        if "aa" in base.split("_")[0] and "aa_layer" not in kwargs:
+            # timm_3d's anti-aliased ResNets declare aa_layer=nn.AvgPool2d, which its 3D
+            # blocks then call as aa_layer(channels=..., stride=...) and fail; timm's 2D
+            # models pool with AvgPool2d(stride) there, the 3D equivalent is this
+            return {"aa_layer": nn.AvgPool3d}
+        if pretrained or "img_size" in kwargs:
             return {}
         from medcls.models.registry import DEFAULT_INPUT_SIZE
 
@@ -289,6 +298,89 @@ class TimmSource:
             paper=str(paper) if paper else None,
             fixed_input_size=bool(pcfg.get("fixed_input_size", False)),
         )
+
+
+def _resize_layer(module: nn.Module, shape: list[int]) -> None:
+    """Gives a convolution, batch norm or linear layer the channels of a pruned list.
+
+    Changed in place and re-initialised (the pruned variants exist to load their own
+    weights), so subclasses (``Conv3dSame``, ``BatchNormAct3d``) keep their extras.
+    """
+    if isinstance(module, nn.modules.conv._ConvNd):
+        out_chans, in_per_group = shape[0], shape[1]
+        groups = out_chans if module.groups > 1 else 1  # the pruned lists keep depthwise
+        module.in_channels, module.out_channels = in_per_group * groups, out_chans
+        module.groups = groups
+        module.weight = nn.Parameter(torch.empty(out_chans, in_per_group, *module.kernel_size))
+        if module.bias is not None:
+            module.bias = nn.Parameter(torch.empty(out_chans))
+        module.reset_parameters()
+    elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+        module.num_features = shape[0]
+        if module.affine:
+            module.weight = nn.Parameter(torch.empty(shape[0]))
+            module.bias = nn.Parameter(torch.empty(shape[0]))
+        if module.track_running_stats:
+            module.running_mean = torch.zeros(shape[0])
+            module.running_var = torch.ones(shape[0])
+        module.reset_parameters()
+    elif isinstance(module, nn.Linear):
+        module.in_features = shape[1]
+        module.weight = nn.Parameter(torch.empty(module.out_features, shape[1]))
+        module.reset_parameters()
+
+
+def _adapt_pruned_from_timm(model: nn.Module, variant: str) -> nn.Module:
+    """Replaces timm_3d's ``adapt_model_from_file`` for the lists timm_3d lacks.
+
+    timm ships ``_pruned/<variant>.txt``: ``name.weight:[shape]`` entries joined by
+    ``***``. Only channel counts are read, so the 2D lists describe the 3D models too;
+    the first convolution keeps the model's own input channels (the lists are for
+    RGB), and a classifier keeps its outputs.
+    """
+    import importlib.resources
+
+    try:
+        text = (
+            importlib.resources.files("timm.models") / "_pruned" / f"{variant}.txt"
+        ).read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ModelError(f"timm3d:{variant}: no pruned channel list in timm either") from exc
+    shapes = {}
+    for entry in text.strip().split("***"):
+        key, _, shape = entry.partition(":")
+        dims = [int(v) for v in shape.strip().strip("[]").split(",") if v.strip()]
+        if key.endswith(".weight") and dims:
+            shapes[key[: -len(".weight")]] = dims
+    first = (getattr(model, "pretrained_cfg", None) or {}).get("first_conv")
+    for name, module in model.named_modules():
+        shape = shapes.get(name)
+        if shape is None:
+            continue
+        if name == first and isinstance(module, nn.modules.conv._ConvNd):
+            shape = [shape[0], module.in_channels // module.groups]
+        _resize_layer(module, shape)
+        if isinstance(module, nn.Linear) and hasattr(model, "num_features"):
+            model.num_features = shape[1]
+    return model
+
+
+def _install_pruned_lists() -> None:
+    """Makes timm_3d's builder use :func:`_adapt_pruned_from_timm` for the variants
+    whose lists it lacks (its own function for the others); idempotent."""
+    from timm_3d.models import _builder
+
+    original = _builder.adapt_model_from_file
+    if getattr(original, "_medcls", False):
+        return
+
+    def adapt(model: nn.Module, variant: str) -> nn.Module:
+        if variant in _PRUNED_FROM_TIMM:
+            return _adapt_pruned_from_timm(model, variant)
+        return original(model, variant)
+
+    adapt._medcls = True
+    _builder.adapt_model_from_file = adapt
 
 
 SOURCES_BY_PREFIX = {
