@@ -41,7 +41,7 @@ def test_unknown_key_is_one_line_before_any_work(tmp_path, capsys):
         "medcls train: error: unknown key 'trainer.max_epoch'; did you mean 'trainer.max_epochs'? "
         "(valid keys here: max_epochs, accelerator, devices, strategy, num_nodes, precision, "
         "gradient_clip_val, accumulate_grad_batches, monitor, monitor_mode, early_stopping, "
-        "cudnn_benchmark, channels_last, sync_batchnorm, progress, log_every_n_steps, "
+        "cudnn_benchmark, channels_last, compile, sync_batchnorm, progress, log_every_n_steps, "
         "limit_train_batches, ema_decay, ema_warmup, effective_batch_size, memory_limit_gb)"
     ]
     assert not (tmp_path / "run").exists()

@@ -39,4 +39,4 @@ def test_unknown_model_is_one_line_error(capsys):
 def test_broken_lists_reasons(capsys):
     assert main(["models", "--broken"]) == 0
     out = capsys.readouterr().out
-    assert "timm3d:resnetaa50" in out and "AvgPool2d" in out
+    assert "timm3d:maxvit_tiny_rw_256" in out and "relative-position" in out
