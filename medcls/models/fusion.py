@@ -468,7 +468,7 @@ def create_fusion_model(
     spatial_dims: int | None = None,
     pretrained: bool = False,
     checkpoint_path: str | None = None,
-    num_heads: int | None = None,
+    fusion_heads: int | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Builds a multimodal classifier from any registered backbone.
@@ -492,10 +492,11 @@ def create_fusion_model(
         pretrained: every backbone loads the library's pretrained weights.
         checkpoint_path: a backbone weights file loaded into every backbone (first
             conv adapted to each modality's channels, classifier skipped).
-        num_heads: ``cross_attention`` only: attention heads (default: the largest of
-            8, 4, 2, 1 dividing the backbone's width).
-        **kwargs: architecture arguments of the backbone; ``drop_rate`` also sets the
-            dropout of the fused head and of the attention output.
+        fusion_heads: ``cross_attention`` only: heads of the fusion's attention
+            (default: the largest of 8, 4, 2, 1 dividing the backbone's width).
+        **kwargs: architecture arguments of the backbone (``num_heads`` too: it is the
+            backbone's); ``drop_rate`` also sets the dropout of the fused head and of
+            the attention output.
 
     Returns:
         ``none``: the backbone; otherwise a :class:`FusionModel` whose ``forward`` takes
@@ -509,8 +510,8 @@ def create_fusion_model(
     if fusion not in FUSION_MODES:
         raise ModelError(f"{where}: unknown fusion mode; expected one of {list(FUSION_MODES)}")
     chans = _modality_chans(modalities, in_chans, where)
-    if num_heads is not None and fusion != "cross_attention":
-        raise ModelError(f"{where}: num_heads applies to fusion='cross_attention' only")
+    if fusion_heads is not None and fusion != "cross_attention":
+        raise ModelError(f"{where}: fusion_heads applies to fusion='cross_attention' only")
     common = {
         "spatial_dims": spatial_dims,
         "pretrained": pretrained,
@@ -536,5 +537,5 @@ def create_fusion_model(
     if fusion == "late":
         return LateFusion(branches, chans, num_classes, drop_rate=drop_rate, name=name)
     return CrossAttentionFusion(
-        branches, chans, num_classes, num_heads=num_heads, drop_rate=drop_rate, name=name
+        branches, chans, num_classes, num_heads=fusion_heads, drop_rate=drop_rate, name=name
     )

@@ -179,7 +179,12 @@ def test_construction_errors():
     with pytest.raises(ModelError, match="num_heads=5 must divide"):
         create_fusion_model(
             "timm:test_resnet", modalities=["a", "b"], fusion="cross_attention", num_classes=2,
-            num_heads=5,
+            fusion_heads=5,
+        )  # fmt: skip
+    with pytest.raises(ModelError, match="fusion_heads applies to fusion='cross_attention'"):
+        create_fusion_model(
+            "timm:test_resnet", modalities=["a", "b"], fusion="late", num_classes=2,
+            fusion_heads=2,
         )  # fmt: skip
     plain = create_fusion_model(
         "timm:test_resnet", modalities=["a", "b"], fusion="none", num_classes=2
@@ -274,3 +279,13 @@ def test_engine_trains_saves_and_reloads_each_mode(tmp_path, mode):
         manifest = demo_dataset("demo-petct3d", num_cases=24, size=16)
         out = predict(run, [manifest], output=tmp_path / "pred.csv")
         assert len(out.read_text().splitlines()) == 1 + 24
+
+
+def test_num_heads_goes_to_the_backbone():
+    """``num_heads`` is the backbone's argument; the fusion's heads are ``fusion_heads``."""
+    model = create_fusion_model(
+        "timm:vit_tiny_patch16_224", modalities=["a", "b"], fusion="cross_attention",
+        num_classes=2, img_size=32, depth=1, num_heads=6, fusion_heads=4,
+    )  # fmt: skip
+    assert all(b.blocks[0].attn.num_heads == 6 for b in model.branches.values())
+    assert model.num_heads == 4

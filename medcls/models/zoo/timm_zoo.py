@@ -341,9 +341,9 @@ def _adapt_pruned_from_timm(model: nn.Module, variant: str) -> nn.Module:
     import importlib.resources
 
     try:
-        text = (
-            importlib.resources.files("timm.models") / "_pruned" / f"{variant}.txt"
-        ).read_text(encoding="utf-8")
+        text = (importlib.resources.files("timm.models") / "_pruned" / f"{variant}.txt").read_text(
+            encoding="utf-8"
+        )
     except FileNotFoundError as exc:
         raise ModelError(f"timm3d:{variant}: no pruned channel list in timm either") from exc
     shapes = {}
