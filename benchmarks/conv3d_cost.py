@@ -27,12 +27,12 @@ import argparse
 import contextlib
 import json
 import platform
-import re
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from paper_models import card_slug  # benchmarks/ is on the path when run as a script
 from torch import nn
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -41,14 +41,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # token mixers) and of timm_3d's EfficientNet stages at a 96^3 input, batch 16.
 SHAPES = [(2, 48), (8, 48), (32, 48), (6, 24), (24, 24), (144, 24), (16, 12), (64, 12), (32, 6)]
 QUICK_SHAPES = [(2, 16), (8, 16), (16, 8)]
-
-
-def card_slug(device: torch.device) -> str:
-    """``cpu`` or the GPU's name made file-safe, e.g. ``cuda_nvidia_h100_80gb_hbm3``."""
-    if device.type != "cuda":
-        return "cpu"
-    name = torch.cuda.get_device_name(device).lower()
-    return "cuda_" + re.sub(r"[^a-z0-9]+", "_", name).strip("_")
 
 
 def _timed(fn, device: torch.device, warmup: int, iters: int) -> float:

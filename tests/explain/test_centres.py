@@ -10,47 +10,35 @@ from torch import nn
 from medcls.explain import explain
 from medcls.explain.centres import CellCentres, CentreTracker, resize_to_input
 from medcls.models.contract import attach_contract
-from tests.explain.toy_models import _cfg, blob_input, channels_last_model, spot_model
+from tests.explain.toy_models import (
+    SpotNet,
+    _cfg,
+    blob_input,
+    channels_last_model,
+    spot_model,
+)
 
 CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 
 
-class StridedNet(nn.Module):
+class StridedNet(SpotNet):
     """Two "same"-padded stride-2 convolutions (kernel 3, padding 1), like a ResNet stem.
 
     Positive weights: the features are a blurred, 4x downsampled copy of the input,
     and cell ``i`` is centred on input voxel ``4 i`` (not ``4 i + 1.5``, where a
-    resize with ``align_corners=False`` puts it).
+    resize with ``align_corners=False`` puts it). Head and forward are SpotNet's.
     """
 
     def __init__(self, dims: int, width: int = 4):
-        super().__init__()
+        super().__init__(dims, width=width)
         self.stem = CONV[dims](1, width, 3, stride=2, padding=1)
-        self.act = nn.ReLU()
         self.down = CONV[dims](width, width, 3, stride=2, padding=1)
         self.act2 = nn.ReLU()
-        self.head = nn.Linear(width, 2)
-        self.num_features, self.num_classes = width, 2
         with torch.no_grad():
             self.stem.weight.fill_(1.0 / 3**dims)
             self.stem.bias.fill_(-0.02)
             self.down.weight.fill_(1.0 / (3**dims * width))
             self.down.bias.zero_()
-            self.head.weight.copy_(torch.tensor([[-1.0] * width, [1.0] * width]))
-            self.head.bias.zero_()
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act2(self.down(self.act(self.stem(x))))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        pooled = x.flatten(2).mean(-1) * 10.0
-        return pooled if pre_logits else self.head(pooled)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.head = nn.Linear(self.num_features, num_classes)
 
 
 def strided_model(dims: int, size: int = 32) -> nn.Module:
