@@ -25,6 +25,7 @@ from medcls.models.layers import (
     make_act,
     make_norm,
     reparameterize_model,
+    sum_outputs,
     to_tuple,
 )
 
@@ -253,6 +254,38 @@ def test_dynamic_directional_conv_one_convolution_per_branch_at_any_batch():
         with _CountConvs() as counter:
             conv(_x(2, 8, batch=batch))
         assert counter.calls == len(conv.branches) == 3
+
+
+class _CountAdds(TorchDispatchMode):
+    """Counts aten add calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket is torch.ops.aten.add:
+            self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_sum_outputs_adds_each_branch_once():
+    parts = [torch.randn(2, 3) for _ in range(3)]
+    with _CountAdds() as counter:
+        total = sum_outputs(iter(parts))
+    assert counter.calls == 2  # Python's sum() would also add the starting 0
+    torch.testing.assert_close(total, parts[0] + parts[1] + parts[2])
+    assert sum_outputs([parts[0]]) is parts[0]
+    with pytest.raises(ValueError, match="no outputs"):
+        sum_outputs([])
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_directional_conv_sums_its_branches_without_a_starting_zero(dynamic):
+    conv = DirectionalConv(2, 4, dynamic=dynamic, norm=None)
+    with _CountAdds() as counter:
+        conv(_x(2, 4))
+    assert counter.calls == len(conv.branches) - 1
 
 
 # ------------------------------------------------------------ re-parameterisable conv

@@ -34,6 +34,7 @@ from medcls.models.layers.factories import (
     make_act,
     make_norm,
     same_padding,
+    sum_outputs,
     to_tuple,
 )
 from medcls.models.layers.head import ClassifierHead
@@ -60,5 +61,6 @@ __all__ = [
     "make_norm",
     "reparameterize_model",
     "same_padding",
+    "sum_outputs",
     "to_tuple",
 ]

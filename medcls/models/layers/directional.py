@@ -24,6 +24,7 @@ from medcls.models.layers.factories import (
     conv_type,
     make_norm,
     same_padding,
+    sum_outputs,
 )
 
 __all__ = ["DirectionalConv"]
@@ -123,9 +124,9 @@ class DirectionalConv(nn.Module):
         """``(B, in_chans, *spatial)`` -> ``(B, out_chans, *spatial')``."""
         if self.router is not None:
             routing = self.router(x)
-            out = sum(branch(x, routing) for branch in self.branches.values())
+            out = sum_outputs(branch(x, routing) for branch in self.branches.values())
         else:
-            out = sum(branch(x) for branch in self.branches.values())
+            out = sum_outputs(branch(x) for branch in self.branches.values())
         if self.bias is not None:
             out = out + self.bias.view(1, -1, *([1] * self.spatial_dims))
         return self.norm(out)

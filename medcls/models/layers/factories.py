@@ -13,7 +13,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,7 @@ __all__ = [
     "make_act",
     "make_norm",
     "same_padding",
+    "sum_outputs",
     "to_tuple",
 ]
 
@@ -138,3 +139,19 @@ def adaptive_avg_pool(x: torch.Tensor, output_size: int | Sequence[int]) -> torc
     """Adaptive average pooling of ``(B, C, *spatial)`` to ``output_size`` (2D or 3D)."""
     pool = {4: F.adaptive_avg_pool2d, 5: F.adaptive_avg_pool3d}[x.ndim]
     return pool(x, output_size)
+
+
+def sum_outputs(outputs: Iterable[torch.Tensor]) -> torch.Tensor:
+    """Sum of branch outputs, starting from the first one.
+
+    Python's ``sum`` starts from ``0`` and so adds a scalar first: one more kernel
+    launch and one more pass over memory for every multi-branch block.
+    """
+    it = iter(outputs)
+    try:
+        out = next(it)
+    except StopIteration:
+        raise ValueError("sum_outputs: no outputs to sum") from None
+    for other in it:
+        out = out + other
+    return out

@@ -23,6 +23,7 @@ from medcls.models.layers.factories import (
     conv_type,
     make_act,
     make_norm,
+    sum_outputs,
 )
 
 __all__ = ["RepConv"]
@@ -129,7 +130,7 @@ class RepConv(nn.Module):
         """``(B, in_chans, *spatial)`` -> ``(B, out_chans, *spatial')``."""
         if self.fused is not None:
             return self.act(self.fused(x))
-        out = sum(branch(x) for branch in self.branches.values())
+        out = sum_outputs(branch(x) for branch in self.branches.values())
         if self.identity is not None:
             out = out + self.identity(x)
         return self.act(out)
