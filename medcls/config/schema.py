@@ -280,6 +280,9 @@ class RestructureConfig:
             ``group`` norms (affine parameters copied); ``None`` keeps them.
         act: replace every hidden-layer activation (ReLU, GELU, SiLU, ...) by
             ``relu``, ``relu6``, ``gelu``, ``silu`` or ``hardswish``; ``None`` keeps them.
+        padding: how every padded convolution module pads its input: ``zeros``
+            or ``replicate`` (border voxels continued: no artificial edge where anatomy
+            reaches the border of the volume); ``None`` keeps the model's own (zeros).
         head_drop_rate: a new classifier with dropout before its linear layer(s), in
             ``[0, 1)``.
         head_hidden: width of a hidden layer in a new classifier; ``None``: none.
@@ -297,6 +300,7 @@ class RestructureConfig:
     inflate: Literal["none", "centre", "mean"] = "none"
     norm: Literal["batch", "instance", "group"] | None = None
     act: Literal["relu", "relu6", "gelu", "silu", "hardswish"] | None = None
+    padding: Literal["zeros", "replicate"] | None = None
     head_drop_rate: float = 0.0
     head_hidden: int | None = None
     freeze: str | int | list[str] | None = None

@@ -94,8 +94,8 @@ def apply_restructure(
 ) -> nn.Module:
     """Makes the configured changes to a freshly built model, in place.
 
-    Order: input channels, inflation, norm swap, activation swap, head, then (for
-    training only) freezing. A model rebuilt to load a run's checkpoint gets the
+    Order: input channels, inflation, norm swap, activation swap, padding mode, head,
+    then (for training only) freezing. A model rebuilt to load a run's checkpoint gets the
     structural changes only; its weights come from the checkpoint.
 
     Raises:
@@ -106,6 +106,7 @@ def apply_restructure(
         inflate,
         replace_head,
         set_in_chans,
+        set_padding_mode,
         swap_act,
         swap_norm,
     )
@@ -119,6 +120,8 @@ def apply_restructure(
         _step("norm", rs.norm, swap_norm, model, rs.norm)
     if rs.act is not None:
         _step("act", rs.act, swap_act, model, rs.act)
+    if rs.padding is not None:
+        _step("padding", rs.padding, set_padding_mode, model, rs.padding)
     if rs.head_hidden is not None or rs.head_drop_rate > 0:
         _step(
             "head_hidden" if rs.head_hidden is not None else "head_drop_rate",

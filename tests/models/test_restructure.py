@@ -26,6 +26,7 @@ from medcls.models.restructure import (
     replace_head,
     restructure_model,
     set_in_chans,
+    set_padding_mode,
     swap_act,
     swap_norm,
     unfreeze,
@@ -338,6 +339,70 @@ def test_fold_batchnorm_same_outputs_and_residuals_are_safe():
     assert torch.allclose(net(x), before, atol=1e-5) and _count(net, nn.BatchNorm3d) == 0
 
 
+# ------------------------------------------------------------------ padding mode
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_replicate_padding_makes_no_edge_at_the_border(dims):
+    conv = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1) if dims == 2 else nn.Conv3d(1, 4, 3, padding=1)
+    )
+    with torch.no_grad():
+        conv[0].weight.fill_(1.0)
+        conv[0].bias.zero_()
+    x = torch.ones(1, 1, *(6,) * dims)  # anatomy filling the whole input
+    zeros = conv(x)
+    assert zeros.amax() > zeros.amin()  # zero padding: weaker response at the border
+    assert set_padding_mode(conv, "replicate") == ["0"]
+    torch.testing.assert_close(conv(x), torch.full_like(zeros, 3.0**dims))
+
+
+def test_padding_mode_changes_every_padded_conv_and_keeps_shapes():
+    model = _monai3d().eval()
+    x = torch.randn(2, 1, 16, 16, 16)
+    before = model(x)
+    padded = [n for n, m in model.named_modules() if isinstance(m, nn.Conv3d) and any(m.padding)]
+    changed = set_padding_mode(model, "replicate")
+    assert changed == padded and len(padded) > 0
+    assert all(model.get_submodule(n).padding_mode == "replicate" for n in changed)
+    unpadded = [
+        n for n, m in model.named_modules() if isinstance(m, nn.Conv3d) and not any(m.padding)
+    ]
+    assert all(model.get_submodule(n).padding_mode == "zeros" for n in unpadded)
+    after = model(x)
+    assert after.shape == before.shape and not torch.allclose(after, before)
+    set_padding_mode(model, "zeros")
+    torch.testing.assert_close(model(x), before)
+
+
+def test_padding_mode_errors_name_the_problem():
+    with pytest.raises(ModelError, match="expected one of"):
+        set_padding_mode(_resnet(), "circular")
+    with pytest.raises(ModelError, match="no padded convolution"):
+        set_padding_mode(
+            nn.Sequential(nn.Conv2d(1, 2, 1), nn.ConvTranspose2d(2, 2, 3, padding=1)), "replicate"
+        )
+
+
+def test_padding_mode_from_the_config_survives_a_reload(tmp_path):
+    cfg = load_config(None, ["model.name=timm:test_resnet", "model.restructure.padding=replicate"])
+    model = _engine_build(cfg, spatial_dims=2).eval()
+    assert model.conv1[0].padding_mode == "replicate"
+    spec = {
+        "name": cfg.model.name,
+        "kwargs": {},
+        "in_chans": 1,
+        "num_classes": 3,
+        "spatial_dims": 2,
+        "restructure": vars(cfg.model.restructure),
+    }
+    save_weights(model, tmp_path / "checkpoints" / "best", {"model": spec})
+    loaded, _ = load_run_model(tmp_path)
+    assert loaded.conv1[0].padding_mode == "replicate"
+    x = torch.randn(2, 1, 32, 32)
+    torch.testing.assert_close(loaded(x), model(x))
+
+
 # ------------------------------------------------------------- config and engine
 
 
@@ -351,6 +416,7 @@ def test_fold_batchnorm_same_outputs_and_residuals_are_safe():
         ("model.restructure.inflate=true", "model.restructure.inflate"),
         ("model.restructure.fold_bn=true", "model.restructure.fold_bn"),
         ("model.restructure.norm=layer", "model.restructure.norm"),
+        ("model.restructure.padding=reflect", "model.restructure.padding"),
     ],
 )
 def test_config_errors_name_the_key(override, message):

@@ -10,6 +10,8 @@ the model in place:
   the batch-norm statistics of frozen parts kept;
 - :func:`swap_act` / :func:`swap_norm`: activation or normalisation layers;
 - :func:`inflate`: a 2D model becomes 3D (I3D-style kernels, ``centre`` or ``mean``);
+- :func:`set_padding_mode`: convolutions pad with ``replicate`` or ``reflect`` instead of
+  zeros (no artificial edge where anatomy reaches the border);
 - :func:`reparameterize`, :func:`fuse_blocks`, :func:`fold_batchnorm`: inference-time
   fusion; every model from :func:`medcls.models.create_model` has
   ``model.reparameterize()``;
@@ -37,6 +39,7 @@ from medcls.models.restructure.fuse import (
 )
 from medcls.models.restructure.head import HeadMLP, replace_head
 from medcls.models.restructure.inflate import INFLATE_MODES, inflate
+from medcls.models.restructure.padding import PADDING_MODES, set_padding_mode
 from medcls.models.restructure.swap import (
     ACT_SOURCES,
     NORM_SOURCES,
@@ -53,6 +56,7 @@ __all__ = [
     "IN_CHANS_MODES",
     "NORM_SOURCES",
     "NORM_TARGETS",
+    "PADDING_MODES",
     "HeadMLP",
     "NormAct",
     "adapt_weight",
@@ -66,6 +70,7 @@ __all__ = [
     "replace_head",
     "restructure_model",
     "set_in_chans",
+    "set_padding_mode",
     "swap_act",
     "swap_norm",
     "unfreeze",

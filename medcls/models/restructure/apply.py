@@ -10,6 +10,7 @@ from medcls.models.restructure.channels import set_in_chans
 from medcls.models.restructure.freeze import freeze as freeze_parts
 from medcls.models.restructure.head import replace_head
 from medcls.models.restructure.inflate import inflate as inflate_model
+from medcls.models.restructure.padding import set_padding_mode
 from medcls.models.restructure.swap import swap_act, swap_norm
 
 __all__ = ["restructure_model"]
@@ -23,6 +24,7 @@ def restructure_model(
     inflate: str | None = None,
     norm: str | None = None,
     act: str | None = None,
+    padding: str | None = None,
     num_classes: int | None = None,
     head_drop_rate: float = 0.0,
     head_hidden: int | None = None,
@@ -33,7 +35,8 @@ def restructure_model(
 
     The order is: input channels (:func:`set_in_chans`), inflation to 3D
     (:func:`inflate`, mode ``centre``/``mean``), norm swap (:func:`swap_norm`,
-    batch norms), activation swap (:func:`swap_act`), head (:func:`replace_head`),
+    batch norms), activation swap (:func:`swap_act`), padding mode
+    (:func:`set_padding_mode`), head (:func:`replace_head`),
     freezing (:func:`freeze`), so a swapped or new layer is frozen like the rest.
 
     Example::
@@ -55,6 +58,8 @@ def restructure_model(
         swap_norm(model, norm)
     if act is not None:
         swap_act(model, act)
+    if padding is not None:
+        set_padding_mode(model, padding)
     if num_classes is not None or head_drop_rate or head_hidden is not None:
         replace_head(model, num_classes, drop_rate=head_drop_rate, hidden=head_hidden)
     if freeze is not None:
