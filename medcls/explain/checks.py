@@ -3,6 +3,10 @@
 - **Pointing game** (Zhang et al., ECCV 2016): is the map's peak inside the lesion?
 - **Energy inside the lesion** (the energy-based pointing game of Score-CAM): the
   share of the map's total inside the mask.
+- **Peak on the border**: is the map's peak outside the lesion and next to the border
+  of the input? An early layer of a zero-padded network answers the edge that the
+  padding makes where anatomy reaches the border (see
+  :func:`medcls.models.restructure.set_padding_mode`).
 - **Deletion / insertion** (Petsiuk et al., BMVC 2018, RISE): the target probability
   as the most salient voxels are removed (set to 0) or inserted into a blurred copy;
   a faithful map gives a low deletion and a high insertion area under the curve.
@@ -33,6 +37,7 @@ __all__ = [
     "RandomizationResult",
     "deletion_insertion",
     "energy_in_mask",
+    "peak_on_border",
     "pointing_game",
     "randomization_check",
     "randomized_copy",
@@ -88,6 +93,52 @@ def energy_in_mask(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     total = m.reshape(m.shape[0], -1).sum(1)
     within = (m * inside).reshape(m.shape[0], -1).sum(1)
     return torch.where(total > 0, within / total.clamp_min(1e-12), torch.zeros_like(total))
+
+
+def border_margin(size: int) -> int:
+    """How far from the outermost voxel a peak counts as "on the border": 1/16 of the axis.
+
+    At least 1. At 48 voxels it is 3, which takes in the centres of the first and last
+    cells of a stride-4 layer (voxels 0 and 44).
+    """
+    return max(1, round(size / 16))
+
+
+def peak_on_border(
+    maps: torch.Tensor, masks: torch.Tensor | None = None, *, margin: int | None = None
+) -> torch.Tensor:
+    """Whether each map's maximum lies next to the border of the input (and off the lesion).
+
+    Args:
+        maps: ``(B, *S)``.
+        masks: ``(B, *S)`` or ``(B, 1, *S)``; a maximum inside the mask does not count
+            (None: every maximum counts).
+        margin: distance in voxels from the outermost voxel of an axis; default
+            :func:`border_margin` of each axis.
+
+    Returns:
+        ``(B,)`` booleans: every maximum of the map is outside the mask and within
+        ``margin`` of the outermost voxel along some axis.
+    """
+    m = maps.detach().float().cpu()
+    flat = torch.nan_to_num(m, nan=-math.inf).reshape(m.shape[0], -1)
+    peak = (flat == flat.max(dim=1, keepdim=True).values).reshape(m.shape)
+    near = torch.zeros(m.shape[1:], dtype=torch.bool)
+    for axis, size in enumerate(m.shape[1:]):
+        k = border_margin(size) if margin is None else int(margin)
+        index = torch.arange(size)
+        edge = (index <= k) | (index >= size - 1 - k)
+        shape = [1] * (m.ndim - 1)
+        shape[axis] = size
+        near |= edge.reshape(shape)
+    if masks is not None:
+        outside = ~_masks_like(masks, m)
+        on_border = (peak & near & outside).reshape(m.shape[0], -1).any(1)
+        elsewhere = (peak & ~(near & outside)).reshape(m.shape[0], -1).any(1)
+    else:
+        on_border = (peak & near).reshape(m.shape[0], -1).any(1)
+        elsewhere = (peak & ~near).reshape(m.shape[0], -1).any(1)
+    return on_border & ~elsewhere
 
 
 def _ranks(x: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,9 @@ class) and reports, per method:
 - ``pointing_near``: the same with the lesion grown by one voxel (pixel) in every
   direction: tells a peak beside a small lesion from one elsewhere;
 - ``energy``: mean share of the map inside the lesion;
+- ``peak_on_border``: share of cases whose peak is off the lesion and next to the
+  border of the input (an edge the zero padding of early layers makes; see
+  ``model.restructure.padding``);
 - ``deletion_auc`` / ``insertion_auc``: faithfulness (on up to ``curve_cases`` cases);
 - ``randomization``: mean Spearman correlation with the maps of a re-initialised
   model and whether it is below the threshold (on up to ``random_cases`` cases).
@@ -31,6 +34,7 @@ from medcls.explain.api import create_explainer
 from medcls.explain.checks import (
     deletion_insertion,
     energy_in_mask,
+    peak_on_border,
     pointing_game,
     randomization_check,
 )
@@ -155,7 +159,7 @@ def evaluate_run_maps(
     Returns:
         ``{"run_dir", "model", "split", "positive_class", "num_cases", "methods":
         {method: {"pointing", "pointing_near", "energy", "deletion_auc", "insertion_auc",
-        "randomization": {"mean_spearman", "passed", "cases"}, "layers",
+        "peak_on_border", "randomization": {"mean_spearman", "passed", "cases"}, "layers",
         "seconds_per_case", "predicted_positive"}}}``.
     """
     from medcls.explain.names import CAM_METHODS
@@ -194,11 +198,13 @@ def evaluate_run_maps(
         hits = pointing_game(heat, masks)
         near = pointing_game(heat, masks, tolerance=1)
         energy = energy_in_mask(heat, masks)
+        border = peak_on_border(heat, masks)
         entry: dict[str, Any] = {
             "pointing": float(hits.float().mean()),
             "pointing_hits": int(hits.sum()),
             "pointing_near": float(near.float().mean()),
             "energy": float(energy.mean()),
+            "peak_on_border": float(border.float().mean()),
             "layers": list(result.layers),
             "seconds_per_case": seconds,
             "predicted_positive": float((result.logits.argmax(1) == positive).float().mean()),
@@ -266,9 +272,10 @@ def _subset(result: Any, k: int) -> Any:
 def markdown_table(report: dict[str, Any]) -> str:
     """The per-method numbers of :func:`evaluate_run_maps` as a Markdown table."""
     lines = [
-        "| method | layer | pointing game | peak ≤ 1 voxel from lesion | energy in lesion "
-        "| deletion AUC ↓ | insertion AUC ↑ | randomisation ρ (pass) | s/case |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| method | layer | pointing game | peak ≤ 1 voxel from lesion | peak on border "
+        "| energy in lesion | deletion AUC ↓ | insertion AUC ↑ | randomisation ρ (pass) "
+        "| s/case |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method, e in report["methods"].items():
         rnd = e.get("randomization")
@@ -280,7 +287,8 @@ def markdown_table(report: dict[str, Any]) -> str:
         layer = ", ".join(e["layers"]) or "input"
         lines.append(
             f"| {method} | {layer} | {e['pointing']:.1%} ({e['pointing_hits']}/{report['num_cases']}) "
-            f"| {e.get('pointing_near', float('nan')):.1%} | {e['energy']:.1%} | {dele} | {ins} | {rnd_text} | {e['seconds_per_case']:.3f} |"
+            f"| {e.get('pointing_near', float('nan')):.1%} | {e.get('peak_on_border', float('nan')):.1%} "
+            f"| {e['energy']:.1%} | {dele} | {ins} | {rnd_text} | {e['seconds_per_case']:.3f} |"
         )
     return "\n".join(lines)
 

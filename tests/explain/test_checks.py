@@ -12,6 +12,7 @@ from medcls.explain import explain
 from medcls.explain.checks import (
     deletion_insertion,
     energy_in_mask,
+    peak_on_border,
     pointing_game,
     randomization_check,
     randomized_copy,
@@ -41,6 +42,23 @@ def test_pointing_game_2d_and_3d():
     assert pointing_game(maps, big).tolist() == [True, False]
     with pytest.raises(ConfigError, match="do not match"):
         pointing_game(maps, torch.zeros(3, 8, 8))
+
+
+def test_peak_on_border_2d_and_3d():
+    maps = torch.zeros(4, 32, 32)  # margin: 32 / 16 = 2 pixels from the outermost one
+    maps[0, 2, 16] = 1.0  # on the border, off the lesion
+    maps[1, 16, 16] = 1.0  # inside
+    maps[2, 30, 30] = 1.0  # on the border, but inside the lesion
+    maps[3, 0, 5] = maps[3, 16, 16] = 1.0  # two maxima, one inside: not only on the border
+    masks = torch.zeros(4, 1, 32, 32)
+    masks[2, 0, 28:, 28:] = 1
+    assert peak_on_border(maps, masks).tolist() == [True, False, False, False]
+    assert peak_on_border(maps).tolist() == [True, False, True, False]
+    assert peak_on_border(maps, masks, margin=1).tolist() == [False, False, False, False]
+    vol = torch.zeros(2, 48, 48, 48)
+    vol[0, 20, 24, 44] = 1.0  # the last cell centre of a stride-4 layer: 3 from voxel 47
+    vol[1, 20, 24, 43] = 1.0  # 4 from it: inside
+    assert peak_on_border(vol).tolist() == [True, False]
 
 
 def test_energy_in_mask():
