@@ -13,7 +13,8 @@ class) and reports, per method:
   ``model.restructure.padding``);
 - ``deletion_auc`` / ``insertion_auc``: faithfulness (on up to ``curve_cases`` cases);
 - ``randomization``: mean Spearman correlation with the maps of a re-initialised
-  model and whether it is below the threshold (on up to ``random_cases`` cases).
+  model and whether it is below the threshold, and the mean overlap of both maps'
+  top 5 % of voxels (on up to ``random_cases`` cases).
 
 ``medcls explain RUN_DIR --check`` runs it and writes ``explain_check.json`` and a
 Markdown table; the numbers in ``docs/explain.md`` come from it.
@@ -159,7 +160,8 @@ def evaluate_run_maps(
     Returns:
         ``{"run_dir", "model", "split", "positive_class", "num_cases", "methods":
         {method: {"pointing", "pointing_near", "energy", "deletion_auc", "insertion_auc",
-        "peak_on_border", "randomization": {"mean_spearman", "passed", "cases"}, "layers",
+        "peak_on_border", "randomization": {"mean_spearman", "top5_overlap", "passed",
+        "cases"}, "layers",
         "seconds_per_case", "predicted_positive"}}}``.
     """
     from medcls.explain.names import CAM_METHODS
@@ -238,6 +240,7 @@ def evaluate_run_maps(
             )
             entry["randomization"] = {
                 "mean_spearman": check.mean,
+                "top5_overlap": float(check.overlap.mean()),
                 "passed": check.passed,
                 "threshold": random_threshold,
                 "cases": k,
@@ -274,21 +277,23 @@ def markdown_table(report: dict[str, Any]) -> str:
     lines = [
         "| method | layer | pointing game | peak ≤ 1 voxel from lesion | peak on border "
         "| energy in lesion | deletion AUC ↓ | insertion AUC ↑ | randomisation ρ (pass) "
-        "| s/case |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| top-5 % overlap with random | s/case |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method, e in report["methods"].items():
         rnd = e.get("randomization")
         rnd_text = (
             f"{rnd['mean_spearman']:.2f} ({'yes' if rnd['passed'] else 'no'})" if rnd else "-"
         )
+        overlap = f"{rnd['top5_overlap']:.2f}" if rnd and "top5_overlap" in rnd else "-"
         dele = f"{e['deletion_auc']:.3f}" if "deletion_auc" in e else "-"
         ins = f"{e['insertion_auc']:.3f}" if "insertion_auc" in e else "-"
         layer = ", ".join(e["layers"]) or "input"
         lines.append(
             f"| {method} | {layer} | {e['pointing']:.1%} ({e['pointing_hits']}/{report['num_cases']}) "
             f"| {e.get('pointing_near', float('nan')):.1%} | {e.get('peak_on_border', float('nan')):.1%} "
-            f"| {e['energy']:.1%} | {dele} | {ins} | {rnd_text} | {e['seconds_per_case']:.3f} |"
+            f"| {e['energy']:.1%} | {dele} | {ins} | {rnd_text} | {overlap} "
+            f"| {e['seconds_per_case']:.3f} |"
         )
     return "\n".join(lines)
 

@@ -17,6 +17,7 @@ from medcls.explain.checks import (
     randomization_check,
     randomized_copy,
     spearman,
+    top_overlap,
 )
 from tests.explain.toy_models import blob_input, spot_model
 
@@ -125,12 +126,30 @@ def test_randomized_copy_changes_every_weight_and_leaves_the_model():
     assert all(torch.equal(a, b) for a, b in zip(clone.parameters(), again.parameters()))
 
 
+def test_top_overlap_counts_shared_salient_voxels_not_the_background():
+    gen = torch.Generator().manual_seed(0)
+    body = torch.zeros(1, 20, 20)
+    body[:, 4:16, 4:16] = 1.0  # both maps are low outside the "body"
+    a = body + 0.01 * torch.rand(1, 20, 20, generator=gen)
+    b = body + 0.01 * torch.rand(1, 20, 20, generator=gen)
+    a[0, 5, 5] = b[0, 14, 14] = 5.0  # each points somewhere else inside it
+    assert float(spearman(a, b)[0]) > 0.5  # the whole-map rank correlation sees the body
+    assert float(top_overlap(a, b, fraction=0.01)[0]) == 0.0  # the top voxels differ
+    torch.testing.assert_close(top_overlap(a, a), torch.ones(1))
+    ties = torch.zeros(1, 10, 10)  # a constant map: every voxel ties at the threshold
+    torch.testing.assert_close(top_overlap(ties, ties), torch.ones(1))
+    with pytest.raises(ValueError, match="fraction"):
+        top_overlap(a, b, fraction=0.0)
+
+
 def test_randomization_check_passes_for_gradcam_on_a_model_with_evidence():
     model = spot_model(2, size=24)
     xs = torch.cat([blob_input(2, 24, c)[0] for c in [(5, 6), (17, 12), (9, 19)]])
     result = randomization_check(model, xs, "gradcam", target=1)
     assert result.correlation.shape == (3,)
     assert result.passed and result.mean < 0.5
+    assert result.overlap is not None and result.overlap.shape == (3,)
+    assert float(result.overlap.max()) < 0.5  # the random model points elsewhere
     # the trained maps compared with themselves would not pass
     trained = explain(model, xs, "gradcam", target=1)
     assert float(spearman(trained.maps["image"], trained.maps["image"]).mean()) > 0.99

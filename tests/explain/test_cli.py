@@ -182,6 +182,7 @@ def test_check_writes_per_method_numbers(tiny_run, tmp_path):
         assert entry["pointing"] <= entry["pointing_near"] <= 1.0  # a grown lesion hits more
         assert 0.0 <= entry["peak_on_border"] <= 1.0 - entry["pointing"]  # a hit is not on it
         assert "randomization" in entry and "deletion_auc" in entry
+        assert 0.0 <= entry["randomization"]["top5_overlap"] <= 1.0
     assert "| gradcam |" in (out / "explain_check.md").read_text()
 
 
