@@ -72,9 +72,12 @@ def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> dict:
         f"trainer.accelerator={args.device}",
         "trainer.devices=1",
         f"seed={args.seed}",
-        # the recorded results are at 32^3 (the preset generated 48^3 volumes later)
+        # the recorded results are at 32^3 with zero padding and the best checkpoint by
+        # validation AUC (the preset later moved to 48^3, replicate padding, val_loss)
         "data.demo.size=32",
         "preprocess.spatial_size=[32, 32, 32]",
+        "model.restructure.padding=zeros",
+        "trainer.monitor=val_auc",
     ]
     if args.epochs is not None:
         overrides.append(f"trainer.max_epochs={args.epochs}")
