@@ -135,12 +135,9 @@ def peak_on_border(
         shape[axis] = size
         near |= edge.reshape(shape)
     if masks is not None:
-        outside = ~_masks_like(masks, m)
-        on_border = (peak & near & outside).reshape(m.shape[0], -1).any(1)
-        elsewhere = (peak & ~(near & outside)).reshape(m.shape[0], -1).any(1)
-    else:
-        on_border = (peak & near).reshape(m.shape[0], -1).any(1)
-        elsewhere = (peak & ~near).reshape(m.shape[0], -1).any(1)
+        near = near & ~_masks_like(masks, m)
+    on_border = (peak & near).reshape(m.shape[0], -1).any(1)
+    elsewhere = (peak & ~near).reshape(m.shape[0], -1).any(1)
     return on_border & ~elsewhere
 
 

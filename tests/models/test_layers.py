@@ -49,15 +49,16 @@ def _randomise_norms(module: nn.Module) -> None:
                 m.bias.copy_(torch.randn(n, generator=gen))
 
 
-class _CountConvs(TorchDispatchMode):
-    """Counts aten convolution calls (forward only)."""
+class _CountOps(TorchDispatchMode):
+    """Counts the calls of one aten operation (default: convolution, forward only)."""
 
-    def __init__(self) -> None:
+    def __init__(self, op=torch.ops.aten.convolution) -> None:
         super().__init__()
+        self.op = op
         self.calls = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.overloadpacket is torch.ops.aten.convolution:
+        if func.overloadpacket is self.op:
             self.calls += 1
         return func(*args, **(kwargs or {}))
 
@@ -163,7 +164,7 @@ def test_dynamic_conv_batched_equals_per_sample_loop(
 def test_dynamic_conv_runs_one_convolution_for_the_whole_batch():
     conv = DynamicConv(2, 8, 8, 3, groups=8, num_experts=4, num_chunks=2)
     for batch in (1, 16):
-        with _CountConvs() as counter:
+        with _CountOps() as counter:
             conv(_x(2, 8, batch=batch))
         assert counter.calls == 1, f"batch {batch}: {counter.calls} convolutions"
 
@@ -251,27 +252,14 @@ def test_directional_conv_reparameterize_is_exact(dims, dynamic):
 def test_dynamic_directional_conv_one_convolution_per_branch_at_any_batch():
     conv = DirectionalConv(2, 8, dynamic=True, num_chunks=4)
     for batch in (1, 8):
-        with _CountConvs() as counter:
+        with _CountOps() as counter:
             conv(_x(2, 8, batch=batch))
         assert counter.calls == len(conv.branches) == 3
 
 
-class _CountAdds(TorchDispatchMode):
-    """Counts aten add calls."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.overloadpacket is torch.ops.aten.add:
-            self.calls += 1
-        return func(*args, **(kwargs or {}))
-
-
 def test_sum_outputs_adds_each_branch_once():
     parts = [torch.randn(2, 3) for _ in range(3)]
-    with _CountAdds() as counter:
+    with _CountOps(torch.ops.aten.add) as counter:
         total = sum_outputs(iter(parts))
     assert counter.calls == 2  # Python's sum() would also add the starting 0
     torch.testing.assert_close(total, parts[0] + parts[1] + parts[2])
@@ -283,7 +271,7 @@ def test_sum_outputs_adds_each_branch_once():
 @pytest.mark.parametrize("dynamic", [False, True])
 def test_directional_conv_sums_its_branches_without_a_starting_zero(dynamic):
     conv = DirectionalConv(2, 4, dynamic=dynamic, norm=None)
-    with _CountAdds() as counter:
+    with _CountOps(torch.ops.aten.add) as counter:
         conv(_x(2, 4))
     assert counter.calls == len(conv.branches) - 1
 

@@ -342,6 +342,20 @@ def test_fold_batchnorm_same_outputs_and_residuals_are_safe():
 # ------------------------------------------------------------------ padding mode
 
 
+def _save_and_reload(model, cfg, run_dir, *, spatial_dims: int) -> nn.Module:
+    """Saves ``model`` as a run's best checkpoint (1 channel, 3 classes) and loads it back."""
+    spec = {
+        "name": cfg.model.name,
+        "kwargs": {},
+        "in_chans": 1,
+        "num_classes": 3,
+        "spatial_dims": spatial_dims,
+        "restructure": vars(cfg.model.restructure),
+    }
+    save_weights(model, run_dir / "checkpoints" / "best", {"model": spec})
+    return load_run_model(run_dir)[0]
+
+
 @pytest.mark.parametrize("dims", [2, 3])
 def test_replicate_padding_makes_no_edge_at_the_border(dims):
     conv = nn.Sequential(
@@ -388,16 +402,7 @@ def test_padding_mode_from_the_config_survives_a_reload(tmp_path):
     cfg = load_config(None, ["model.name=timm:test_resnet", "model.restructure.padding=replicate"])
     model = _engine_build(cfg, spatial_dims=2).eval()
     assert model.conv1[0].padding_mode == "replicate"
-    spec = {
-        "name": cfg.model.name,
-        "kwargs": {},
-        "in_chans": 1,
-        "num_classes": 3,
-        "spatial_dims": 2,
-        "restructure": vars(cfg.model.restructure),
-    }
-    save_weights(model, tmp_path / "checkpoints" / "best", {"model": spec})
-    loaded, _ = load_run_model(tmp_path)
+    loaded = _save_and_reload(model, cfg, tmp_path, spatial_dims=2)
     assert loaded.conv1[0].padding_mode == "replicate"
     x = torch.randn(2, 1, 32, 32)
     torch.testing.assert_close(loaded(x), model(x))
@@ -458,16 +463,7 @@ def test_engine_builds_restructured_model_and_reloads_it_fused(tmp_path):
     assert model.eval()(torch.randn(1, 1, 64, 32, 32)).shape == (1, 3)
     assert not model.bn1.weight.requires_grad and model.layer2[0].conv1.weight.requires_grad
     _calibrate(model, (1, 32, 32, 32), steps=1)
-    spec = {
-        "name": cfg.model.name,
-        "kwargs": {},
-        "in_chans": 1,
-        "num_classes": 3,
-        "spatial_dims": 3,
-        "restructure": vars(cfg.model.restructure),
-    }
-    save_weights(model, tmp_path / "checkpoints" / "best", {"model": spec})
-    loaded, _ = load_run_model(tmp_path)
+    loaded = _save_and_reload(model, cfg, tmp_path, spatial_dims=3)
     x = torch.randn(1, 1, 32, 32, 32)
     assert torch.allclose(loaded(x), model(x), atol=1e-5)
     assert _count(loaded, nn.BatchNorm3d) == 0  # reparameterize + fold_bn at load

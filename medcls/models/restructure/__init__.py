@@ -10,8 +10,8 @@ the model in place:
   the batch-norm statistics of frozen parts kept;
 - :func:`swap_act` / :func:`swap_norm`: activation or normalisation layers;
 - :func:`inflate`: a 2D model becomes 3D (I3D-style kernels, ``centre`` or ``mean``);
-- :func:`set_padding_mode`: convolutions pad with ``replicate`` or ``reflect`` instead of
-  zeros (no artificial edge where anatomy reaches the border);
+- :func:`set_padding_mode`: convolutions pad with ``replicate`` instead of zeros (no
+  artificial edge where anatomy reaches the border);
 - :func:`reparameterize`, :func:`fuse_blocks`, :func:`fold_batchnorm`: inference-time
   fusion; every model from :func:`medcls.models.create_model` has
   ``model.reparameterize()``;
